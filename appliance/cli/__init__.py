@@ -1,0 +1,1 @@
+"""The CLI layer: the only code that reads flags and the environment, prints, and exits."""

@@ -1,0 +1,119 @@
+"""The one choke point for running external programs.
+
+argv is always a list (never a shell string). Secrets are passed through ``env`` or ``stdin``,
+never argv, so the argv that is logged and put into errors is safe to show.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.errors import CommandFailed, ToolMissing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def which(tool: str, package: str | None = None) -> str:
+    """Absolute path of ``tool`` or ToolMissing naming the Debian package to install."""
+    found = shutil.which(tool)
+    if found is None:
+        raise ToolMissing(tool, package or tool)
+    return found
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    hint: str | None = None,
+) -> Result:
+    """Run argv to completion and capture its output."""
+    args = [str(a) for a in argv]
+    log.debug("run: %s", shlex.join(args))
+    try:
+        proc = subprocess.run(
+            args,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise ToolMissing(args[0]) from None
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout if isinstance(exc.stdout, str) else ""
+        raise CommandFailed(args, -1, f"timed out after {timeout}s\n{out}", hint) from None
+    result = Result(args, proc.returncode, proc.stdout, proc.stderr)
+    if check and proc.returncode != 0:
+        raise CommandFailed(args, proc.returncode, proc.stderr or proc.stdout, hint)
+    return result
+
+
+def stream(
+    argv: Sequence[str],
+    on_line: Callable[[str], None],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    check: bool = True,
+    hint: str | None = None,
+) -> int:
+    """Run argv, passing each output line (stdout and stderr merged) to ``on_line``.
+
+    Returns the exit code; raises CommandFailed on non-zero when ``check``. The child is
+    waited for even when ``on_line`` raises or the caller is interrupted.
+    """
+    args = [str(a) for a in argv]
+    log.debug("stream: %s", shlex.join(args))
+    tail: list[str] = []
+    try:
+        proc = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+        )
+    except FileNotFoundError:
+        raise ToolMissing(args[0]) from None
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail = [*tail[-19:], line]
+            on_line(line)
+        code = proc.wait()
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    if check and code != 0:
+        raise CommandFailed(args, code, "\n".join(tail), hint)
+    return code

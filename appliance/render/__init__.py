@@ -1,0 +1,1 @@
+"""Pure renderers: text in, text out. No I/O."""

@@ -1,0 +1,1 @@
+"""The machine registry: what kpc knows about every machine it has seen."""

@@ -1,0 +1,66 @@
+"""Machine records and their life cycle. Pure data; no I/O.
+
+States: discovered -> installing -> installed -> ready, plus maintenance and rescue.
+Boot mode decides what bootcfg's /ipxe answers: ``install`` (the installer profile),
+``local`` (boot the local disk; set by install-complete so a PXE-first machine never loops
+into reinstalling) or ``rescue``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class MachineState(StrEnum):
+    DISCOVERED = "discovered"
+    INSTALLING = "installing"
+    INSTALLED = "installed"
+    READY = "ready"
+    MAINTENANCE = "maintenance"
+    RESCUE = "rescue"
+
+
+class BootMode(StrEnum):
+    INSTALL = "install"
+    LOCAL = "local"
+    RESCUE = "rescue"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One machine, keyed by its (normalised) boot MAC address."""
+
+    mac: str
+    state: MachineState = MachineState.DISCOVERED
+    boot: BootMode = BootMode.INSTALL
+    uuid: str | None = None
+    hostname: str | None = None
+    serial: str | None = None
+    first_seen: float | None = None
+    last_seen: float | None = None
+    last_address: str | None = None
+    last_endpoint: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    bmc_address: str | None = None
+    ssh_host_key: str | None = None  # "type base64" recorded on first use
+
+    @property
+    def management_address(self) -> str | None:
+        """Where Ansible and SSH reach the machine: its checked-in address, else last seen."""
+        addr = self.facts.get("address")
+        return str(addr) if addr else self.last_address
+
+
+@dataclass(frozen=True)
+class Bmc:
+    """A BMC found by discovery (or listed in the inventory)."""
+
+    address: str
+    ipmi_versions: tuple[str, ...] = ()
+    auth_types: tuple[str, ...] = ()
+    iana: int | None = None
+    first_seen: float | None = None
+    last_seen: float | None = None
+    machine_mac: str | None = None
