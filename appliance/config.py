@@ -204,6 +204,13 @@ class Images(Model):
     ca_bundle: Path | None = None
 
 
+class Services(Model):
+    """How kpc runs its service containers."""
+
+    prefix: str = Field(default="kpc", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    health_timeout: float = Field(default=60.0, gt=0)
+
+
 class Ssh(Model):
     user: str = "core"
     private_key: Path | None = None
@@ -225,6 +232,7 @@ class SiteConfig(Model):
     registry: Registry = Registry()
     kolla: Kolla = Kolla()
     images: Images = Images()
+    services: Services = Services()
     ssh: Ssh = Ssh()
     paths: Paths = Paths()
 
