@@ -152,6 +152,7 @@ class Bootcfg(Model):
     listen: IPv4Address = ipaddress.IPv4Address("0.0.0.0")
     port: int = Field(default=8080, ge=1, le=65535)
     data_dir: Path = Path("/var/lib/kpc/bootcfg")
+    state_db: Path | None = None  # the machine registry; default: data_dir / "machines.db"
     token: SecretRef | None = None
     max_body: int = Field(default=65536, ge=1024)
 
