@@ -1,0 +1,366 @@
+"""The machine registry in one SQLite file (WAL), implementing ``MachineStore``.
+
+One connection per store, guarded by a lock so the store may be shared between threads.
+Every write is one ``BEGIN IMMEDIATE`` transaction, so concurrent writers (the bootcfg service
+and an operator's ``kpc nodes`` command) queue on SQLite's lock instead of losing updates.
+WAL lets readers run while a write is in progress.
+
+State rules (the store is the one place that applies them):
+
+- ``record_request`` creates a machine as ``discovered`` / boot ``install`` and updates its
+  last-seen data; it never changes state.
+- ``install_complete``: state ``installed``, boot ``local``, recorded SSH host key cleared
+  (the reinstalled machine has a new one). Accepted from any state: a machine that reports a
+  finished install must never be sent into another install.
+- ``check_in``: facts stored; state ``ready`` unless an operator put the machine into
+  ``maintenance`` (that stays until they change it).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from appliance.config import MAC_RE, SiteConfig
+from appliance.errors import StateError
+from appliance.state.model import Bmc, BootMode, Machine, MachineState
+from appliance.state.store import MachineStore
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS machines (
+    mac           TEXT PRIMARY KEY,
+    state         TEXT NOT NULL,
+    boot          TEXT NOT NULL,
+    uuid          TEXT,
+    hostname      TEXT,
+    serial        TEXT,
+    first_seen    REAL,
+    last_seen     REAL,
+    last_address  TEXT,
+    last_endpoint TEXT,
+    facts         TEXT NOT NULL DEFAULT '{}',
+    bmc_address   TEXT,
+    ssh_host_key  TEXT
+);
+CREATE INDEX IF NOT EXISTS machines_state ON machines(state);
+CREATE TABLE IF NOT EXISTS bmcs (
+    address        TEXT PRIMARY KEY,
+    ipmi_versions  TEXT NOT NULL DEFAULT '[]',
+    auth_types     TEXT NOT NULL DEFAULT '[]',
+    iana           INTEGER,
+    first_seen     REAL,
+    last_seen      REAL,
+    machine_mac    TEXT
+);
+"""
+
+_MACHINE_COLUMNS = (
+    "mac, state, boot, uuid, hostname, serial, first_seen, last_seen, last_address, "
+    "last_endpoint, facts, bmc_address, ssh_host_key"
+)
+
+T = TypeVar("T")
+
+
+def _machine(row: sqlite3.Row) -> Machine:
+    return Machine(
+        mac=row["mac"],
+        state=MachineState(row["state"]),
+        boot=BootMode(row["boot"]),
+        uuid=row["uuid"],
+        hostname=row["hostname"],
+        serial=row["serial"],
+        first_seen=row["first_seen"],
+        last_seen=row["last_seen"],
+        last_address=row["last_address"],
+        last_endpoint=row["last_endpoint"],
+        facts=json.loads(row["facts"]),
+        bmc_address=row["bmc_address"],
+        ssh_host_key=row["ssh_host_key"],
+    )
+
+
+def _bmc(row: sqlite3.Row) -> Bmc:
+    return Bmc(
+        address=row["address"],
+        ipmi_versions=tuple(json.loads(row["ipmi_versions"])),
+        auth_types=tuple(json.loads(row["auth_types"])),
+        iana=row["iana"],
+        first_seen=row["first_seen"],
+        last_seen=row["last_seen"],
+        machine_mac=row["machine_mac"],
+    )
+
+
+def _check_mac(mac: str) -> str:
+    if not MAC_RE.fullmatch(mac):
+        raise StateError(
+            f"not a normalised MAC address: {mac!r}",
+            hint="MACs are stored as aa:bb:cc:dd:ee:ff (use appliance.config.normalize_mac)",
+        )
+    return mac
+
+
+class SqliteStore:
+    """``MachineStore`` on SQLite. ``path`` is created (with its schema) when missing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                str(path), isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(
+                f"cannot open the machine registry {path}: {exc}",
+                hint="check that the directory exists and is writable (bootcfg.state_db)",
+            ) from None
+        self._db.row_factory = sqlite3.Row
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = str(self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            if mode.lower() != "wal":
+                raise StateError(f"the machine registry {path} cannot use WAL (journal: {mode})")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"the machine registry {path} has schema version {version}, "
+                    f"newer than this kpc understands ({SCHEMA_VERSION})",
+                    hint="upgrade kpc, or point bootcfg.state_db at another file",
+                )
+            with self._write() as db:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StateError(
+                f"{path} is not a usable machine registry: {exc}",
+                hint="move the file away to start an empty registry",
+            ) from None
+        except StateError:
+            self._db.close()
+            raise
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; rolled back on any error."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StateError(f"the machine registry {self.path} is busy: {exc}") from None
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            return fn(self._db)
+
+    def _row(self, db: sqlite3.Connection, mac: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = db.execute(
+            f"SELECT {_MACHINE_COLUMNS} FROM machines WHERE mac = ?", (mac,)
+        ).fetchone()
+        return row
+
+    def _require(self, db: sqlite3.Connection, mac: str) -> Machine:
+        row = self._row(db, _check_mac(mac))
+        if row is None:
+            raise StateError(
+                f"no machine with MAC {mac} in the registry",
+                hint="'kpc nodes list' shows the machines kpc has seen",
+            )
+        return _machine(row)
+
+    def _update(self, db: sqlite3.Connection, mac: str, **values: Any) -> Machine:
+        sets = ", ".join(f"{name} = ?" for name in values)
+        db.execute(f"UPDATE machines SET {sets} WHERE mac = ?", (*values.values(), mac))
+        row = self._row(db, mac)
+        assert row is not None
+        return _machine(row)
+
+    # --- MachineStore -------------------------------------------------------------------
+
+    def get(self, mac: str) -> Machine | None:
+        def read(db: sqlite3.Connection) -> Machine | None:
+            row = self._row(db, mac)
+            return _machine(row) if row is not None else None
+
+        return self._read(read)
+
+    def machines(self, state: MachineState | None = None) -> list[Machine]:
+        def read(db: sqlite3.Connection) -> list[Machine]:
+            if state is None:
+                rows = db.execute(f"SELECT {_MACHINE_COLUMNS} FROM machines ORDER BY mac")
+            else:
+                rows = db.execute(
+                    f"SELECT {_MACHINE_COLUMNS} FROM machines WHERE state = ? ORDER BY mac",
+                    (MachineState(state).value,),
+                )
+            return [_machine(row) for row in rows]
+
+        return self._read(read)
+
+    def record_request(
+        self,
+        mac: str,
+        *,
+        address: str | None,
+        endpoint: str,
+        now: float,
+        uuid: str | None = None,
+        hostname: str | None = None,
+        serial: str | None = None,
+    ) -> Machine:
+        _check_mac(mac)
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO machines (mac, state, boot, first_seen) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(mac) DO NOTHING",
+                (mac, MachineState.DISCOVERED.value, BootMode.INSTALL.value, now),
+            )
+            db.execute(
+                "UPDATE machines SET last_seen = ?, last_address = ?, last_endpoint = ?, "
+                "uuid = COALESCE(?, uuid), hostname = COALESCE(?, hostname), "
+                "serial = COALESCE(?, serial) WHERE mac = ?",
+                (now, address, endpoint, uuid, hostname, serial, mac),
+            )
+            row = self._row(db, mac)
+            assert row is not None
+            return _machine(row)
+
+    def set_state(self, mac: str, state: MachineState, now: float) -> Machine:
+        state = MachineState(state)
+        with self._write() as db:
+            self._require(db, mac)
+            return self._update(db, mac, state=state.value)
+
+    def set_boot(self, mac: str, boot: BootMode, now: float) -> Machine:
+        boot = BootMode(boot)
+        with self._write() as db:
+            self._require(db, mac)
+            return self._update(db, mac, boot=boot.value)
+
+    def install_complete(self, mac: str, now: float) -> Machine:
+        with self._write() as db:
+            self._require(db, mac)
+            return self._update(
+                db,
+                mac,
+                state=MachineState.INSTALLED.value,
+                boot=BootMode.LOCAL.value,
+                ssh_host_key=None,
+            )
+
+    def check_in(self, mac: str, facts: dict[str, Any], address: str | None, now: float) -> Machine:
+        _check_mac(mac)
+        encoded = json.dumps(facts, sort_keys=True)
+        bmc = facts.get("bmc_address")
+        hostname = facts.get("hostname")
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO machines (mac, state, boot, first_seen) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(mac) DO NOTHING",
+                (mac, MachineState.DISCOVERED.value, BootMode.LOCAL.value, now),
+            )
+            current = self._require(db, mac)
+            state = current.state
+            if state is not MachineState.MAINTENANCE:
+                state = MachineState.READY
+            return self._update(
+                db,
+                mac,
+                state=state.value,
+                facts=encoded,
+                last_seen=now,
+                last_address=address if address is not None else current.last_address,
+                last_endpoint="checkin",
+                hostname=hostname if isinstance(hostname, str) and hostname else current.hostname,
+                bmc_address=bmc if isinstance(bmc, str) and bmc else current.bmc_address,
+            )
+
+    def set_host_key(self, mac: str, host_key: str | None) -> Machine:
+        with self._write() as db:
+            self._require(db, mac)
+            return self._update(db, mac, ssh_host_key=host_key)
+
+    def forget(self, mac: str) -> None:
+        with self._write() as db:
+            self._require(db, mac)
+            db.execute("DELETE FROM machines WHERE mac = ?", (mac,))
+            db.execute("UPDATE bmcs SET machine_mac = NULL WHERE machine_mac = ?", (mac,))
+
+    def record_bmc(self, bmc: Bmc, now: float) -> Bmc:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO bmcs (address, ipmi_versions, auth_types, iana, first_seen, "
+                "last_seen, machine_mac) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(address) DO UPDATE SET ipmi_versions = excluded.ipmi_versions, "
+                "auth_types = excluded.auth_types, iana = COALESCE(excluded.iana, iana), "
+                "last_seen = excluded.last_seen, "
+                "machine_mac = COALESCE(excluded.machine_mac, machine_mac)",
+                (
+                    bmc.address,
+                    json.dumps(list(bmc.ipmi_versions)),
+                    json.dumps(list(bmc.auth_types)),
+                    bmc.iana,
+                    now,
+                    now,
+                    bmc.machine_mac,
+                ),
+            )
+            row = db.execute("SELECT * FROM bmcs WHERE address = ?", (bmc.address,)).fetchone()
+            return _bmc(row)
+
+    def list_bmcs(self) -> list[Bmc]:
+        def read(db: sqlite3.Connection) -> list[Bmc]:
+            rows = db.execute("SELECT * FROM bmcs").fetchall()
+            return sorted((_bmc(r) for r in rows), key=lambda b: _address_key(b.address))
+
+        return self._read(read)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _address_key(address: str) -> tuple[int, ...] | tuple[int, str]:
+    parts = address.split(".")
+    if len(parts) == 4 and all(p.isdigit() for p in parts):
+        return tuple(int(p) for p in parts)
+    return (1 << 9, address)
+
+
+def state_db_path(config: SiteConfig) -> Path:
+    """Where the registry lives: ``bootcfg.state_db``, else ``bootcfg.data_dir/machines.db``."""
+    return config.bootcfg.state_db or config.bootcfg.data_dir / "machines.db"
+
+
+def open_store(config: SiteConfig) -> MachineStore:
+    """The site's machine registry (SQLite)."""
+    return SqliteStore(state_db_path(config))
