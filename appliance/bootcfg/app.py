@@ -1,0 +1,55 @@
+"""The bootcfg web application: routes, error handling, running it."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from appliance.bootcfg import boot, configs, files, machines
+from appliance.bootcfg.common import SERVICE, TEXT
+from appliance.bootcfg.service import Service
+from appliance.errors import StateError
+
+log = logging.getLogger("kpc.bootcfg")
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Registry errors become a 503 and a log line; nothing leaks a traceback to a client."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except StateError as exc:
+        log.error("%s: machine registry: %s", request.path, exc.message)
+        return web.Response(text=f"error: {exc.message}\n", status=503, content_type=TEXT)
+
+
+def make_app(service: Service) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=service.max_body)
+    app[SERVICE] = service
+    app.router.add_get("/boot.ipxe", boot.bootstrap)
+    app.router.add_get("/boot.ipxe.0", boot.bootstrap)
+    app.router.add_get("/ipxe", boot.ipxe)
+    app.router.add_get("/ignition", configs.ignition)
+    app.router.add_get("/metadata", configs.metadata)
+    app.router.add_get("/generic", configs.generic)
+    app.router.add_get("/assets/{tail:.*}", files.asset)
+    app.router.add_get("/healthz", machines.healthz)
+    app.router.add_post("/install-complete", machines.install_complete)
+    app.router.add_post("/checkin", machines.checkin)
+    return app
+
+
+def run(service: Service, host: str, port: int, *, access_log: bool = True) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    web.run_app(
+        make_app(service),
+        host=host,
+        port=port,
+        print=lambda line: log.info("%s", line),
+        access_log=logging.getLogger("kpc.bootcfg.access") if access_log else None,
+        handle_signals=True,
+    )

@@ -1,0 +1,67 @@
+"""Request plumbing shared by the endpoint modules: the service key, label parsing with
+request recording, and plain-text answers."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from appliance.bootcfg.labels import LabelError, Labels, parse_labels
+from appliance.bootcfg.service import Service
+from appliance.state.model import Machine
+
+log = logging.getLogger("kpc.bootcfg")
+
+SERVICE = web.AppKey("service", Service)
+TEXT = "text/plain"
+
+
+def service(request: web.Request) -> Service:
+    return request.app[SERVICE]
+
+
+def labels_of(request: web.Request) -> Labels:
+    """The request's validated labels, or 400 with the reason."""
+    try:
+        return parse_labels(request.rel_url.query.items(), request.query_string)
+    except LabelError as exc:
+        log.warning("%s %s from %s refused: %s", request.method, request.path, request.remote, exc)
+        raise web.HTTPBadRequest(text=f"bad request: {exc}\n", content_type=TEXT) from None
+
+
+def observe(request: web.Request, endpoint: str) -> tuple[Labels, Machine | None]:
+    """Parse the labels and, when a MAC is given, record the request in the registry."""
+    labels = labels_of(request)
+    if labels.mac is None:
+        return labels, None
+    svc = service(request)
+    machine = svc.store.record_request(
+        labels.mac,
+        address=request.remote,
+        endpoint=endpoint,
+        now=svc.clock(),
+        uuid=labels.get("uuid"),
+        hostname=labels.get("hostname"),
+        serial=labels.get("serial"),
+    )
+    return labels, machine
+
+
+def text(body: str, status: int = 200) -> web.Response:
+    return web.Response(text=body, status=status, content_type=TEXT)
+
+
+def not_found(request: web.Request, reason: str) -> web.Response:
+    log.info("%s %s: %s", request.path, request.query_string or "-", reason)
+    return text(f"not found: {reason}\n", 404)
+
+
+def refused(request: web.Request, reason: str) -> web.Response:
+    log.warning("%s %s refused: %s", request.path, request.query_string or "-", reason)
+    return text(f"refused: {reason}\n", 403)
+
+
+def failed(request: web.Request, reason: str) -> web.Response:
+    log.error("%s %s failed: %s", request.path, request.query_string or "-", reason)
+    return text(f"error: {reason}\n", 500)

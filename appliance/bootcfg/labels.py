@@ -1,0 +1,117 @@
+"""Request labels: the query parameters a booting machine sends, validated. Pure.
+
+Every value that can reach a template, an iPXE script or the registry passes through here.
+The reserved selectors have their own shapes (a MAC must look like a MAC, ...); any other
+label is a short word of letters, digits and ``._:-``. Anything else is refused as a whole
+(``LabelError``), never cleaned up and used: iPXE and shell metacharacters
+(``$ { } ; & | < > ` ' " \\`` and whitespace controls) cannot get through.
+
+iPXE sends an empty value for a setting it does not have (``hostname=&serial=``); empty
+values mean "not given" and are dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from appliance.config import normalize_mac
+
+RESERVED = ("uuid", "mac", "hostname", "serial")
+MAX_LABELS = 32
+MAX_QUERY_LENGTH = 2048
+
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_HOST_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"^{_HOST_LABEL}(?:\.{_HOST_LABEL})*$")
+# SMBIOS serials are free text; allow what real ones use ("To be filled by O.E.M.") but no
+# quoting, expansion or control characters.
+_SERIAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/+#-]{0,63}$")
+_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_VALUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+class LabelError(ValueError):
+    """A query parameter was refused. ``str()`` is safe to show to the client and to log."""
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Validated labels (``values``) and the raw query as received, for templates."""
+
+    values: Mapping[str, str] = field(default_factory=dict)
+    raw_query: str = ""
+
+    @property
+    def mac(self) -> str | None:
+        return self.values.get("mac")
+
+    def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+
+def _show(value: str) -> str:
+    shown = value if len(value) <= 40 else value[:40] + "..."
+    return repr(shown)
+
+
+def normalize_uuid(value: str) -> str:
+    lowered = value.strip().lower()
+    if not _UUID_RE.fullmatch(lowered):
+        raise LabelError(f"uuid: not a UUID: {_show(value)}")
+    return lowered
+
+
+def validate_label(key: str, value: str) -> str:
+    """The normalised value of one label, or LabelError naming the label."""
+    if key == "mac":
+        try:
+            return normalize_mac(value)
+        except ValueError:
+            raise LabelError(f"mac: not a MAC address: {_show(value)}") from None
+    if key == "uuid":
+        return normalize_uuid(value)
+    if key in ("hostname", "domain"):
+        lowered = value.lower()
+        if len(lowered) > 253 or not _HOSTNAME_RE.fullmatch(lowered):
+            raise LabelError(f"{key}: not a host name: {_show(value)}")
+        return lowered
+    if key == "serial":
+        if not _SERIAL_RE.fullmatch(value):
+            raise LabelError(f"serial: not a serial number: {_show(value)}")
+        return value
+    if not _KEY_RE.fullmatch(key):
+        raise LabelError(f"label name not allowed: {_show(key)}")
+    if not _VALUE_RE.fullmatch(value):
+        raise LabelError(f"{key}: value not allowed: {_show(value)}")
+    return value
+
+
+def parse_labels(pairs: Iterable[tuple[str, str]], raw_query: str = "") -> Labels:
+    """Validate decoded query pairs. A repeated label or too many labels is an error."""
+    if len(raw_query) > MAX_QUERY_LENGTH:
+        raise LabelError(f"query string longer than {MAX_QUERY_LENGTH} characters")
+    values: dict[str, str] = {}
+    seen: set[str] = set()
+    for key, value in pairs:
+        if key in seen:
+            raise LabelError(f"{_show(key)} given more than once")
+        seen.add(key)
+        if value == "":
+            continue
+        values[key] = validate_label(key, value)
+        if len(values) > MAX_LABELS:
+            raise LabelError(f"more than {MAX_LABELS} labels")
+    return Labels(values=values, raw_query=raw_query)
+
+
+def normalize_selector(key: str, value: str) -> str:
+    """A group selector value in the form requests are normalised to (MAC, UUID, host)."""
+    if key == "mac":
+        return normalize_mac(value)
+    if key == "uuid":
+        return normalize_uuid(value)
+    if key in ("hostname", "domain"):
+        return value.lower()
+    return value

@@ -1,0 +1,98 @@
+"""Machine endpoints: ``/healthz``, ``POST /install-complete`` and ``POST /checkin``."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+
+from aiohttp import web
+
+from appliance.bootcfg.common import TEXT, labels_of, service, text
+from appliance.bootcfg.facts import FactsError, validate_facts
+from appliance.errors import StateError
+from appliance.state.model import Machine
+
+log = logging.getLogger("kpc.bootcfg")
+
+
+def _authorize(request: web.Request) -> None:
+    token = service(request).token
+    if token is None:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    ):
+        log.warning("%s from %s: missing or wrong bearer token", request.path, request.remote)
+        raise web.HTTPUnauthorized(
+            text="unauthorized: this endpoint needs 'Authorization: Bearer TOKEN'\n",
+            content_type=TEXT,
+            headers={"WWW-Authenticate": 'Bearer realm="kpc-bootcfg"'},
+        )
+
+
+def _required_mac(request: web.Request) -> str:
+    labels = labels_of(request)
+    if labels.mac is None:
+        raise web.HTTPBadRequest(text="bad request: mac= is required\n", content_type=TEXT)
+    return labels.mac
+
+
+async def _body(request: web.Request) -> bytes:
+    limit = service(request).max_body
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(65536):
+        data += chunk
+        if len(data) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+    return bytes(data)
+
+
+def _summary(machine: Machine) -> web.Response:
+    return web.json_response(
+        {"mac": machine.mac, "state": machine.state.value, "boot": machine.boot.value}
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        service(request).store.get("00:00:00:00:00:00")
+    except StateError as exc:
+        return text(f"unhealthy: {exc.message}\n", 503)
+    return text("ok\n")
+
+
+async def install_complete(request: web.Request) -> web.Response:
+    _authorize(request)
+    mac = _required_mac(request)
+    await _body(request)  # may be empty; read (bounded) and ignored
+    svc = service(request)
+    now = svc.clock()
+    svc.store.record_request(mac, address=request.remote, endpoint="install-complete", now=now)
+    machine = svc.store.install_complete(mac, now)
+    log.info("%s: install complete; boot mode is now local", mac)
+    return _summary(machine)
+
+
+async def checkin(request: web.Request) -> web.Response:
+    _authorize(request)
+    mac = _required_mac(request)
+    body = await _body(request)
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise web.HTTPBadRequest(
+            text=f"bad request: the body is not JSON: {exc}\n", content_type=TEXT
+        ) from None
+    try:
+        facts = validate_facts(data)
+    except FactsError as exc:
+        log.warning("%s from %s: facts refused: %s", mac, request.remote, exc)
+        raise web.HTTPBadRequest(text=f"bad request: {exc}\n", content_type=TEXT) from None
+    svc = service(request)
+    machine = svc.store.check_in(mac, facts, request.remote, svc.clock())
+    return _summary(machine)
