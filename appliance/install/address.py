@@ -1,0 +1,99 @@
+"""The deploy host's management address: where the operator reached it, or a choice.
+
+``SSH_CONNECTION`` ("client port server port") names the address the operator's SSH session
+came in on; that is the address the nodes will reach too. Without it (plain ``sudo`` drops
+it), the operator picks one of the host's global IPv4 addresses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.drivers import process
+from appliance.errors import KpcError
+
+
+@dataclass(frozen=True)
+class HostAddress:
+    interface: str
+    address: ipaddress.IPv4Address
+    network: ipaddress.IPv4Network
+    up: bool = True
+
+    def describe(self) -> str:
+        state = "" if self.up else " (link down)"
+        return f"{self.address}/{self.network.prefixlen} on {self.interface}{state}"
+
+
+@dataclass(frozen=True)
+class AddressChoice:
+    """Either the chosen address, or the candidates to ask about and why no choice was made."""
+
+    chosen: HostAddress | None
+    candidates: tuple[HostAddress, ...]
+    note: str
+
+
+def parse_ip_addresses(text: str) -> list[HostAddress]:
+    """Global IPv4 addresses from ``ip -j address show`` output."""
+    try:
+        links: Any = json.loads(text or "[]")
+    except json.JSONDecodeError as exc:
+        raise KpcError(f"cannot read the output of 'ip -j address': {exc}") from None
+    found: list[HostAddress] = []
+    for link in links if isinstance(links, list) else []:
+        name = str(link.get("ifname", ""))
+        up = link.get("operstate") in {"UP", "UNKNOWN"} and "UP" in link.get("flags", [])
+        for info in link.get("addr_info", []):
+            if info.get("family") != "inet" or info.get("scope") != "global":
+                continue
+            try:
+                iface = ipaddress.IPv4Interface(f"{info['local']}/{info.get('prefixlen', 32)}")
+            except (KeyError, ValueError):
+                continue
+            found.append(HostAddress(name, iface.ip, iface.network, up))
+    return found
+
+
+def ssh_server_address(ssh_connection: str | None) -> ipaddress.IPv4Address | None:
+    """The server side of ``SSH_CONNECTION`` if it is IPv4 (or IPv4-mapped IPv6)."""
+    if not ssh_connection:
+        return None
+    fields = ssh_connection.split()
+    if len(fields) != 4:
+        return None
+    try:
+        address = ipaddress.ip_address(fields[2].split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        return address.ipv4_mapped
+    return address
+
+
+def choose_address(addresses: list[HostAddress], ssh_connection: str | None) -> AddressChoice:
+    """Pick the address the operator's SSH session arrived on, else offer the candidates."""
+    candidates = tuple(addresses)
+    server = ssh_server_address(ssh_connection)
+    if server is not None:
+        for candidate in candidates:
+            if candidate.address == server:
+                return AddressChoice(
+                    candidate, candidates, f"the address your SSH session reached ({server})"
+                )
+        note = f"your SSH session reached {server}, which is not on any local interface"
+    elif ssh_connection:
+        note = f"SSH_CONNECTION ({ssh_connection!r}) names no IPv4 server address"
+    else:
+        note = "SSH_CONNECTION is not set (plain sudo drops it; 'sudo -E' keeps it)"
+    return AddressChoice(None, candidates, note)
+
+
+def host_addresses() -> list[HostAddress]:
+    """This host's global IPv4 addresses (runs ``ip -j -4 address show scope global``)."""
+    ip = process.which("ip", "iproute2")
+    result = process.run([ip, "-j", "-4", "address", "show", "scope", "global"])
+    return parse_ip_addresses(result.stdout)
