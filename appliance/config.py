@@ -8,12 +8,13 @@ secret in the YAML is refused.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -135,9 +136,27 @@ class Bmc(Model):
 class InstallDisk(Model):
     """How the install Ignition picks the disk on a node: a pattern, or the smallest disk."""
 
-    by_path: str | None = None
-    by_id: str | None = None
+    by_path: str | None = Field(default=None, min_length=1)
+    by_id: str | None = Field(default=None, min_length=1)
     smallest: bool = True
+
+    @field_validator("by_path", "by_id")
+    @classmethod
+    def _one_name(cls, value: str | None) -> str | None:
+        if value is not None and ("/" in value or "\n" in value):
+            raise ValueError(
+                f"{value!r}: give a name pattern inside /dev/disk/by-path or /dev/disk/by-id "
+                "(like 'pci-0000:00:1f.2-ata-1*'), without '/'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> InstallDisk:
+        if self.by_path and self.by_id:
+            raise ValueError("give by_path or by_id, not both")
+        if not (self.by_path or self.by_id or self.smallest):
+            raise ValueError("no rule picks a disk: set by_path, by_id, or smallest: true")
+        return self
 
 
 class Os(Model):
@@ -146,6 +165,16 @@ class Os(Model):
     version: str = Field(default="host", pattern=r"^(host|current|\d+\.\d+\.\d+)$")
     mirror: str = "https://{channel}.release.flatcar-linux.net/amd64-usr"
     install_disk: InstallDisk = InstallDisk()
+
+    @field_validator("mirror")
+    @classmethod
+    def _mirror_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value) or any(c in value for c in "\r\n"):
+            raise ValueError(
+                f"{value!r} is not an http:// or https:// URL "
+                "(like https://{channel}.release.flatcar-linux.net/amd64-usr)"
+            )
+        return value.rstrip("/")
 
 
 class Bootcfg(Model):
@@ -215,6 +244,7 @@ class Services(Model):
 class Ssh(Model):
     user: str = "core"
     private_key: Path | None = None
+    port: int = Field(default=22, ge=1, le=65535)  # the nodes' SSH port
     fanout: int = Field(default=32, ge=1, le=1024)
     timeout: float = Field(default=10.0, gt=0)
 
@@ -253,12 +283,49 @@ class SiteConfig(Model):
 
 # --- loading ---------------------------------------------------------------------------
 
+Loc = tuple[str | int, ...]
 
-def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
+# What a value must look like, for fields whose pattern alone would not say it plainly.
+EXPECTATIONS: Mapping[tuple[str, ...], str] = {
+    ("os", "version"): "'host' (the same as this deploy host), 'current', or a release like "
+    "3975.2.0",
+    ("services", "prefix"): "lower-case letters, digits, '.', '_' or '-' (like kpc)",
+    ("env",): "an environment variable name (like KPC_BMC_PASSWORD)",
+}
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+
+def _no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"key {key!r} is given twice (first on line {seen[key]}); "
+                "one would silently replace the other",
+                key_node.start_mark,
+            )
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _no_duplicates,
+)
+
+
+def _line_index(text: str) -> dict[Loc, int]:
     """Map each YAML key/item path to its 1-based line, for error messages."""
-    lines: dict[tuple[str | int, ...], int] = {}
+    lines: dict[Loc, int] = {}
 
-    def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
+    def walk(node: yaml.Node, path: Loc) -> None:
         lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             for key, child in node.value:
@@ -270,7 +337,7 @@ def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
                 walk(child, (*path, index))
 
     try:
-        root = yaml.compose(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
         return lines
     if root is not None:
@@ -278,52 +345,168 @@ def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
     return lines
 
 
-def _format_error(
-    source: str, lines: Mapping[tuple[str | int, ...], int], loc: tuple[str | int, ...], msg: str
-) -> str:
-    path = tuple(part for part in loc if not (isinstance(part, str) and "[" in part))
-    line = None
-    for cut in range(len(path), -1, -1):
-        line = lines.get(path[:cut])
-        if line is not None:
-            break
-    where = f"{source}:{line}" if line is not None else source
-    dotted = ".".join(str(p) for p in path) or "(top level)"
-    return f"{where}: {dotted}: {msg}"
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The config section class that holds the field at ``loc`` (for spelling suggestions)."""
+    model: type[BaseModel] = SiteConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        found = _model_in(field.annotation)
+        if found is None:
+            return None
+        model = found
+    return model
 
 
-def _message(error: Mapping[str, Any]) -> str:
-    kind = error.get("type", "")
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _clean_loc(loc: Loc) -> Loc:
+    """Drop pydantic's union/function markers (``function-after[...]``, ``str``...)."""
+    return tuple(p for p in loc if isinstance(p, int) or ("[" not in p and p not in _MARKERS))
+
+
+_MARKERS = frozenset(
+    {"str", "int", "float", "bool", "list", "dict", "is-instance", "lax-or-strict"}
+)
+
+
+def _dotted(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text or "(top level)"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    return str(value)
+
+
+def _message(error: Mapping[str, Any], loc: Loc) -> str:
+    """One plain sentence for a pydantic error: what was expected, what was found."""
+    kind = str(error.get("type", ""))
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
     if kind == "extra_forbidden":
-        return "unknown key (check the spelling; see 'kpc config init' for every option)"
+        model = _model_at(loc)
+        name = str(loc[-1]) if loc else ""
+        known = list(model.model_fields) if model is not None else []
+        close = difflib.get_close_matches(name, known, n=1)
+        guess = f"did you mean '{close[0]}'? " if close else ""
+        listing = f"known keys here: {', '.join(known)}" if known else ""
+        return f"unknown key ({guess}{listing})".replace(" )", ")").replace("()", "").strip()
     if kind == "missing":
         return "required key is missing"
+    if kind == "ip_v4_address":
+        return f"expected an IPv4 address (like 192.0.2.10), got {_show(value)}"
+    if kind == "ip_v4_network":
+        try:
+            net = ipaddress.IPv4Network(str(value), strict=False)
+        except ValueError:
+            return f"expected an IPv4 network in CIDR form (like 192.0.2.0/24), got {_show(value)}"
+        return f"{value} has host bits set; the network is {net}"
+    if kind in ("string_type", "str_type"):
+        hint = "; put it in quotes" if isinstance(value, (int, float)) else ""
+        return f"expected text, got {_show(value)}{hint}"
+    if kind == "string_pattern_mismatch":
+        key = tuple(p for p in loc if isinstance(p, str))
+        expected = EXPECTATIONS.get(key[-2:]) or EXPECTATIONS.get(key[-1:])
+        return (
+            f"expected {expected or 'text matching ' + str(ctx.get('pattern'))}, got {_show(value)}"
+        )
+    if kind == "literal_error":
+        options = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
+        choices = [o.strip() for o in options.split(",")]
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        guess = f" (did you mean {close[0]}?)" if close else ""
+        return f"expected one of {', '.join(choices)}; got {_show(value)}{guess}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"expected a whole number, got {_show(value)}"
+    if kind in ("float_type", "float_parsing"):
+        return f"expected a number, got {_show(value)}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"expected true or false, got {_show(value)}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a mapping of keys (key: value lines), got {_show(value)}"
+    if kind == "list_type":
+        return f"expected a list, got {_show(value)}"
+    bounds = {
+        "less_than_equal": "at most {le}",
+        "less_than": "less than {lt}",
+        "greater_than_equal": "at least {ge}",
+        "greater_than": "more than {gt}",
+        "too_short": "at least {min_length} long",
+        "string_too_short": "at least {min_length} characters",
+        "string_too_long": "at most {max_length} characters",
+    }
+    if kind in bounds:
+        return f"must be {bounds[kind].format(**ctx)}, got {_show(value)}"
     msg = str(error.get("msg", "invalid value"))
     return msg.removeprefix("Value error, ")
+
+
+def _problems(exc: ValidationError, text: str, source: str) -> list[str]:
+    lines = _line_index(text)
+    found: list[tuple[int, str]] = []
+    for err in exc.errors():
+        loc = _clean_loc(tuple(err["loc"]))
+        line = None
+        for cut in range(len(loc), -1, -1):
+            line = lines.get(loc[:cut])
+            if line is not None:
+                break
+        where = f"{source}:{line}" if line is not None else source
+        found.append((line or 0, f"{where}: {_dotted(loc)}: {_message(err, loc)}"))
+    found.sort(key=lambda item: item[0])
+    return [problem for _, problem in found]
 
 
 def parse_config(text: str, source: str = "<config>") -> SiteConfig:
     """Validate YAML text into a SiteConfig, or raise ConfigError listing every problem."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(
-            f"{where}: not valid YAML: {problem}", problems=[f"{where}: {problem}"]
+            f"{where}: not valid YAML: {problem}",
+            hint="keep one of them (merge what they hold)"
+            if "given twice" in problem
+            else "check the indentation and quoting around that line (YAML uses spaces only)",
         ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of sections at the top level")
+        raise ConfigError(
+            f"{source}: expected a mapping of sections (provisioning:, os:, ...) at the top "
+            f"level, got {_show(data)}",
+            hint="'kpc config init' writes a complete, commented example",
+        )
     try:
         return SiteConfig.model_validate(data)
     except ValidationError as exc:
-        lines = _line_index(text)
-        problems = [
-            _format_error(source, lines, tuple(err["loc"]), _message(err)) for err in exc.errors()
-        ]
+        problems = _problems(exc, text, source)
         count = len(problems)
         raise ConfigError(
             f"{source}: {count} problem{'s' if count != 1 else ''} in the site configuration",
@@ -344,6 +527,41 @@ def load_config(path: Path) -> SiteConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     return parse_config(text, source=str(path))
+
+
+def secret_refs(config: BaseModel, path: str = "") -> list[tuple[str, SecretRef]]:
+    """Every secret reference in the config, with its field path (``bmc.hosts[0].password``)."""
+    found: list[tuple[str, SecretRef]] = []
+
+    def visit(value: Any, where: str) -> None:
+        if isinstance(value, SecretRef):
+            found.append((where, value))
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                visit(getattr(value, name), f"{where}.{name}" if where else name)
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                visit(item, f"{where}[{index}]")
+
+    visit(config, path)
+    return found
+
+
+def check_secrets(config: SiteConfig, environ: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """Problems with the secret references: (errors, notes). Never includes a secret's value.
+
+    A secret file that is missing or readable by group/others is an error; an environment
+    variable that is not set now is only a note (it may be set when the command runs).
+    """
+    errors: list[str] = []
+    notes: list[str] = []
+    for where, ref in secret_refs(config):
+        try:
+            ref.resolve(environ)
+        except SecretError as exc:
+            text = f"{where}: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
+            (notes if ref.env is not None else errors).append(text)
+    return errors, notes
 
 
 def config_path(flag: Path | None, environ: Mapping[str, str]) -> Path:
@@ -367,9 +585,11 @@ __all__ = [
     "ConfigError",
     "SecretRef",
     "SiteConfig",
+    "check_secrets",
     "config_path",
     "dump_config",
     "load_config",
     "normalize_mac",
     "parse_config",
+    "secret_refs",
 ]

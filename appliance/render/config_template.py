@@ -1,0 +1,194 @@
+"""The fully commented site configuration that ``kpc config init`` writes. Pure.
+
+Every option of the site config appears, with what it does; the ones that must fit this
+site are set (with values detected on this host), the rest are commented out showing their
+default. Defaults are taken from the model itself, so the text cannot drift from it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from appliance.config import (
+    Bmc,
+    Bootcfg,
+    Images,
+    InstallDisk,
+    Kolla,
+    Os,
+    Paths,
+    Registry,
+    Roles,
+    Services,
+    Ssh,
+)
+
+
+@dataclass(frozen=True)
+class InitValues:
+    """What ``config init`` fills in, and why (shown as comments)."""
+
+    interface: str
+    address: str
+    subnet: str
+    network_note: str
+    os_version: str
+    os_note: str
+
+
+def scalar(value: Any) -> str:
+    """A YAML scalar for ``value`` (JSON strings are valid YAML and quote everything)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(scalar(v) for v in value) + "]"
+    text = str(value)
+    if re.fullmatch(r"[A-Za-z0-9_./:@+-]+", text) and yaml.safe_load(text) == text:
+        return text  # a plain scalar that reads back as the same string
+    return json.dumps(text)
+
+
+def comment(text: str, indent: str = "") -> str:
+    """``text`` as YAML comment lines of at most 92 columns."""
+    lines = textwrap.wrap(text, width=92 - len(indent) - 2)
+    return "\n".join(f"{indent}# {line}" for line in lines)
+
+
+def config_template(values: InitValues) -> str:
+    """The text of a complete, commented kpc.yaml."""
+    bmc, os_, disk, boot = Bmc(), Os(), InstallDisk(), Bootcfg()
+    reg, kolla, roles, images = Registry(), Kolla(), Roles(), Images()
+    services, ssh, paths = Services(), Ssh(), Paths()
+    s = scalar
+    return f"""\
+# kpc site configuration.
+# Written by 'kpc config init'. Check it with 'kpc config validate'; see the effective values
+# (defaults included) with 'kpc config show'. Unknown keys are errors, so a typo never goes
+# unnoticed. Secrets are never written here: give a reference instead, either
+#   {{env: NAME}}   an environment variable kpc reads when it runs, or
+#   {{file: PATH}}  a file readable only by its owner (chmod 600).
+
+# The network the servers PXE boot on. kpc answers PXE clients there with proxy-DHCP (your
+# existing DHCP server keeps handing out addresses) and serves iPXE scripts and Ignition
+# configs from bootcfg on this host.
+{comment("Detected: " + values.network_note + ".")}
+provisioning:
+  interface: {s(values.interface)}    # this host's interface on that network
+  address: {s(values.address)}    # this host's IPv4 address there (nodes fetch from it)
+  subnet: {s(values.subnet)}    # the network, in CIDR form; address must be inside it
+
+# The BMCs (IPMI over LAN, UDP 623) of the servers.
+bmc:
+  # Networks to search for BMCs ('kpc bmc discover'), in CIDR form.
+  networks: []    # e.g. [10.100.0.0/24]
+  # IPMI user and password for every BMC unless a host entry below overrides it.
+  user: {s(bmc.user)}
+  password: {{env: {bmc.password.env}}}    # or {{file: /etc/kpc/secrets/bmc-password}}
+  # BMCs that need their own settings:
+  # hosts:
+  #   - address: 10.100.0.21
+  #     name: rack1-u21
+  #     user: root
+  #     password: {{file: /etc/kpc/secrets/rack1-u21}}
+  # rate: {bmc.rate}    # discovery packets per second (keep a busy LAN's ARP tables sane)
+  # fanout: {bmc.fanout}    # BMCs talked to at the same time
+  # timeout: {bmc.timeout}    # seconds to wait for a BMC's answer
+
+# The OS kpc installs on every node (and that the deploy host runs).
+os:
+  # flavor: {os_.flavor}    # the only one supported
+  channel: {s(os_.channel)}    # stable, beta, alpha or lts
+{comment(values.os_note, "  ")}
+  version: {s(values.os_version)}    # 'host' (same as this host), 'current', or e.g. 3975.2.0
+  # Where flatcar-install downloads images; {{channel}} is replaced by the channel. Point it
+  # at bootcfg's assets (http://<address>:<port>/assets/...) for a site without Internet.
+  # mirror: {s(os_.mirror)}
+  # Which disk the installer wipes on each node. Either a name pattern under
+  # /dev/disk/by-path or /dev/disk/by-id that must match exactly one disk, or (the default)
+  # the smallest disk that is neither removable nor read-only. A rule that matches no disk,
+  # or several, stops the install: kpc never guesses.
+  install_disk:
+    # by_path: "pci-0000:00:1f.2-ata-1*"
+    # by_id: "wwn-0x5000c500a1b2c3d4"
+    smallest: {s(disk.smallest)}
+
+# The HTTP service (bootcfg) PXE-booting machines get iPXE scripts, Ignition and images from.
+bootcfg:
+  # listen: {s(str(boot.listen))}    # address to bind (0.0.0.0: all)
+  port: {boot.port}
+  # data_dir: {s(str(boot.data_dir))}    # profiles, groups, templates, assets
+  # state_db: {s(str(boot.data_dir / "machines.db"))}    # the machine registry
+  # token: {{env: KPC_BOOTCFG_TOKEN}}    # if set, nodes must send it to report back
+  # max_body: {boot.max_body}    # largest request body accepted, in bytes
+
+# The Docker registry on this host that the nodes pull OpenStack images from.
+registry:
+  # address: 198.18.0.2    # default: provisioning.address
+  port: {reg.port}
+  # storage: {s(str(reg.storage))}
+  # tls: {s(reg.tls)}    # false: nodes trust it as a plain-HTTP ("insecure") registry
+  # user: kpc
+  # password: {{env: KPC_REGISTRY_PASSWORD}}
+
+# OpenStack, deployed by kolla-ansible.
+kolla:
+  release: {s(kolla.release)}
+  base_distro: {s(kolla.base_distro)}    # debian, ubuntu, rocky or centos
+  # internal_vip: 10.101.0.250    # an unused address on the management network
+  network_interface: {s(kolla.network_interface)}    # the nodes' management interface
+  neutron_external_interface: {s(kolla.neutron_external_interface)}    # provider network NIC
+  # config_dir: {s(str(kolla.config_dir))}
+  # ssh_user: {s(kolla.ssh_user)}
+  # Which machines get which roles: the first N ready machines get first_groups, the rest
+  # rest_groups; by_mac pins a machine (by its boot MAC) to groups of your choice.
+  roles:
+    first: {roles.first}
+    first_groups: {s(roles.first_groups)}
+    rest_groups: {s(roles.rest_groups)}
+    # by_mac:
+    #   "52:54:00:12:34:56": [control, storage]
+  # Extra settings written into kolla's globals.yml as they are:
+  # globals:
+  #   enable_cinder: "yes"
+  # upstream_registry: {s(kolla.upstream_registry)}
+  # upstream_namespace: {s(kolla.upstream_namespace)}
+
+# How kpc builds its own container images (from a local base image; no outside registry).
+# images:
+#   base: {s(images.base)}
+#   prefix: {s(images.prefix)}
+#   debian_mirror: {s(images.debian_mirror)}
+#   debian_suite: {s(images.debian_suite)}
+#   pypi_index: https://pypi.example/simple    # default: pip's own
+#   ca_bundle: /etc/ssl/certs/ca-certificates.crt    # CA bundle for pip inside builds
+
+# How kpc runs its service containers.
+# services:
+#   prefix: {s(services.prefix)}    # container names are <prefix>-<service>
+#   health_timeout: {services.health_timeout}    # seconds a service gets to become healthy
+
+# How kpc reaches the nodes over SSH.
+# ssh:
+#   user: {s(ssh.user)}
+#   private_key: /root/.ssh/id_ed25519    # default: ssh's own choice
+#   port: {ssh.port}
+#   fanout: {ssh.fanout}    # nodes talked to at the same time
+#   timeout: {ssh.timeout}    # seconds
+
+# Where kpc keeps its files on this host.
+# paths:
+#   state_dir: {s(str(paths.state_dir))}
+#   log_dir: {s(str(paths.log_dir))}
+#   source_dir: {s(str(paths.source_dir))}    # kpc's templates and container definitions
+"""
+
+
+__all__ = ["InitValues", "comment", "config_template", "scalar"]
