@@ -1,0 +1,131 @@
+"""Make and remove the lab's namespaces, bridges, links, addresses and nftables guard."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from functools import partial
+
+from appliance.drivers import netns
+from appliance.errors import KpcError
+from appliance.lab import render
+from appliance.lab.plan import LabPlan
+from appliance.lab.state import Resource
+
+log = logging.getLogger(__name__)
+Record = Callable[[Resource], None]
+
+
+def conflicts(plan: LabPlan) -> list[str]:
+    """What of ``plan``'s names already exists on this host (another lab, or a leftover)."""
+    found = [f"network namespace {ns}" for ns in plan.namespaces if netns.netns_exists(ns)]
+    found += [f"network link {link}" for link in plan.host_links if netns.link_exists(link)]
+    if netns.nft_table_exists("inet", plan.nft_table):
+        found.append(f"nftables table inet {plan.nft_table}")
+    return found
+
+
+def _host_link(plan: LabPlan, link: str, peer: str, bridge: str, cidr: str, record: Record) -> None:
+    record(Resource("link", link))
+    netns.veth_add(link, peer, None, plan.switch_ns)
+    # no IPv6 (so no router advertisement can give this host a route into the lab) and no
+    # forwarding of what arrives here: this host answers the lab, never routes it
+    netns.sysctl_set(f"net.ipv6.conf.{link}.disable_ipv6", "1")
+    netns.sysctl_set(f"net.ipv4.conf.{link}.forwarding", "0")
+    netns.address_add(link, cidr)
+    netns.link_set(link)
+    netns.link_set(peer, plan.switch_ns, master=bridge)
+
+
+def create_network(plan: LabPlan, record: Record) -> None:
+    """Everything of the plan's network, in an order that never routes anything out."""
+    record(Resource("nft", plan.nft_table))
+    netns.nft_apply(render.nft_ruleset(plan))
+    for ns in plan.namespaces:
+        record(Resource("netns", ns))
+        netns.netns_add(ns)
+    sw = plan.switch_ns
+    netns.bridge_add(plan.site_bridge, sw)
+    netns.bridge_add(plan.bmc_bridge, sw)
+    _host_link(
+        plan,
+        plan.host_site_link,
+        "h-site",
+        plan.site_bridge,
+        plan.cidr(plan.deploy_address, plan.site_net),
+        record,
+    )
+    _host_link(
+        plan,
+        plan.host_bmc_link,
+        "h-bmc",
+        plan.bmc_bridge,
+        plan.cidr(plan.deploy_bmc_address, plan.bmc_net),
+        record,
+    )
+    # the site router: eth0 in its namespace, its peer on the site bridge
+    netns.veth_add("rtr", "eth0", sw, plan.router_ns)
+    netns.link_set("rtr", sw, master=plan.site_bridge)
+    netns.address_add("eth0", plan.cidr(plan.router_address, plan.site_net), plan.router_ns)
+    netns.address_add("eth0", render.router_ula(), plan.router_ns, nodad=True)
+    netns.link_set("eth0", plan.router_ns)
+    # the BMCs: one namespace, one address per server
+    netns.veth_add("bmcs", "eth0", sw, plan.bmc_ns)
+    netns.link_set("bmcs", sw, master=plan.bmc_bridge)
+    for server in plan.servers:
+        netns.address_add("eth0", plan.cidr(server.bmc_address, plan.bmc_net), plan.bmc_ns)
+    netns.link_set("eth0", plan.bmc_ns)
+    # the servers' NICs: persistent taps on the site bridge, QEMU attaches to them
+    for server in plan.servers:
+        netns.tap_add(server.tap, sw)
+        netns.link_set(server.tap, sw, master=plan.site_bridge)
+
+
+def stop_namespace_processes(plan: LabPlan, timeout: float = 10.0) -> list[int]:
+    """SIGTERM, then SIGKILL, every process inside the lab's namespaces (all of them were
+    started by the lab). Returns the pids that were found."""
+    pids: list[int] = []
+    for ns in plan.namespaces:
+        if netns.netns_exists(ns):
+            pids += netns.netns_pids(ns)
+    for pid in pids:
+        netns.signal_process(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        for pid in alive:
+            netns.reap_if_child(pid)
+        alive = [pid for pid in alive if netns.process_start_time(pid) is not None]
+        if alive:
+            time.sleep(0.1)
+    for pid in alive:
+        log.warning("process %d did not stop on SIGTERM; killing it", pid)
+        netns.signal_process(pid, signal.SIGKILL)
+        netns.reap_if_child(pid)
+    return pids
+
+
+def delete_network(plan: LabPlan) -> list[str]:
+    """Remove the plan's network (whatever of it exists). Returns problems, if any."""
+    problems: list[str] = []
+
+    def attempt(what: str, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except KpcError as exc:
+            problems.append(f"{what}: {exc.message}")
+
+    for link in plan.host_links:
+        if netns.link_exists(link):
+            attempt(f"link {link}", partial(netns.link_delete, link))
+    for ns in plan.namespaces:
+        if netns.netns_exists(ns):
+            attempt(f"namespace {ns}", partial(netns.netns_delete, ns))
+    if netns.nft_table_exists("inet", plan.nft_table):
+        attempt(
+            f"nftables table {plan.nft_table}",
+            partial(netns.nft_delete_table, "inet", plan.nft_table),
+        )
+    return problems

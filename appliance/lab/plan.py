@@ -1,0 +1,231 @@
+"""The virtual lab's layout as pure data: namespaces, bridges, links, addresses, servers.
+
+::
+
+    host (root namespace)                 switch namespace NAME-sw
+      NAMEab0 198.18.0.2/24 ──veth── h-site ─┐
+                                              ├─ br-site ── tap1..tapN (QEMU servers' NICs)
+      router namespace NAME-rtr               │
+        eth0 198.18.0.1/24 + fd98:18::1 ─veth─ rtr ─┘    (plain DHCP + IPv6 RA, no PXE)
+      NAMEab1 198.18.1.2/24 ──veth── h-bmc ──┐
+                                              ├─ br-bmc
+      BMC namespace NAME-bmc                  │
+        eth0 198.18.1.11..  ─────────veth─ bmcs ─┘  (one simulated BMC per server)
+
+The host-side links let kpc's own services (``--net=host`` containers) and ``kpc bmc
+discover`` reach the lab unchanged; an nftables table drops any forwarding from or to them,
+so nothing is routed out. Addresses come from 198.18.0.0/15 (RFC 2544, benchmarking).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from appliance.errors import UsageError
+
+Firmware = Literal["bios", "uefi"]
+FirmwareChoice = Literal["bios", "uefi", "mixed"]
+
+LAB_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
+SITE_NET = ipaddress.IPv4Network("198.18.0.0/24")
+BMC_NET = ipaddress.IPv4Network("198.18.1.0/24")
+DEFAULT_NAME = "kpcl"
+MAX_SERVERS = 64
+BMC_HOST_OFFSET = 10  # server i's BMC is .(10 + i)
+DHCP_FIRST, DHCP_LAST = 100, 199
+ROUTER_ULA = "fd98:18::1/64"
+NAME_RE = re.compile(r"^[a-z][a-z0-9]{1,9}$")
+
+
+@dataclass(frozen=True)
+class Server:
+    """One lab server: a QEMU VM with one virtio NIC and one virtio disk, and its BMC."""
+
+    index: int
+    firmware: Firmware
+    mac: str
+    tap: str
+    bmc_address: ipaddress.IPv4Address
+    memory_mib: int
+
+    @property
+    def name(self) -> str:
+        return f"server{self.index}"
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    name: str
+    servers: tuple[Server, ...]
+    site_net: ipaddress.IPv4Network = SITE_NET
+    bmc_net: ipaddress.IPv4Network = BMC_NET
+    disk_gib: int = 2
+
+    # --- names --------------------------------------------------------------------------
+    @property
+    def switch_ns(self) -> str:
+        return f"{self.name}-sw"
+
+    @property
+    def router_ns(self) -> str:
+        return f"{self.name}-rtr"
+
+    @property
+    def bmc_ns(self) -> str:
+        return f"{self.name}-bmc"
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return (self.switch_ns, self.router_ns, self.bmc_ns)
+
+    @property
+    def host_site_link(self) -> str:
+        """The deploy host's link on the site (PXE) network: provisioning.interface."""
+        return f"{self.name}ab0"
+
+    @property
+    def host_bmc_link(self) -> str:
+        return f"{self.name}ab1"
+
+    @property
+    def host_links(self) -> tuple[str, ...]:
+        return (self.host_site_link, self.host_bmc_link)
+
+    site_bridge = "br-site"
+    bmc_bridge = "br-bmc"
+
+    @property
+    def nft_table(self) -> str:
+        return f"{self.name}_lab"
+
+    # --- addresses ----------------------------------------------------------------------
+    def _host(self, net: ipaddress.IPv4Network, number: int) -> ipaddress.IPv4Address:
+        return net.network_address + number
+
+    @property
+    def router_address(self) -> ipaddress.IPv4Address:
+        return self._host(self.site_net, 1)
+
+    @property
+    def deploy_address(self) -> ipaddress.IPv4Address:
+        """The deploy host's address on the site network (provisioning.address)."""
+        return self._host(self.site_net, 2)
+
+    @property
+    def deploy_bmc_address(self) -> ipaddress.IPv4Address:
+        return self._host(self.bmc_net, 2)
+
+    @property
+    def dhcp_range(self) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+        return self._host(self.site_net, DHCP_FIRST), self._host(self.site_net, DHCP_LAST)
+
+    def cidr(self, address: ipaddress.IPv4Address, net: ipaddress.IPv4Network) -> str:
+        return f"{address}/{net.prefixlen}"
+
+    def server(self, key: str) -> Server:
+        """A server by name (server2), index (2) or MAC."""
+        for server in self.servers:
+            if key in (server.name, str(server.index), server.mac):
+                return server
+        names = ", ".join(s.name for s in self.servers)
+        raise UsageError(f"the lab has no server {key!r} (it has {names})")
+
+
+def firmware_for(index: int, choice: FirmwareChoice) -> Firmware:
+    """``mixed``: odd servers BIOS, even servers UEFI (so 2+ servers cover both)."""
+    if choice == "mixed":
+        return "bios" if index % 2 else "uefi"
+    return choice
+
+
+def server_mac(index: int) -> str:
+    """QEMU's 52:54:00 prefix, then c6:12 (198.18), then the server number."""
+    return f"52:54:00:c6:12:{index:02x}"
+
+
+def make_plan(
+    nodes: int,
+    firmware: FirmwareChoice = "mixed",
+    *,
+    name: str = DEFAULT_NAME,
+    memory_mib: int = 256,
+) -> LabPlan:
+    """The lab for ``nodes`` servers; UsageError for numbers or names that cannot work."""
+    if not NAME_RE.fullmatch(name):
+        raise UsageError(
+            f"lab name {name!r} is not usable",
+            hint="2-10 characters: a lowercase letter, then lowercase letters or digits",
+        )
+    if not 1 <= nodes <= MAX_SERVERS:
+        raise UsageError(f"--nodes must be between 1 and {MAX_SERVERS} (got {nodes})")
+    if not 192 <= memory_mib <= 4096:
+        raise UsageError(f"--memory must be between 192 and 4096 MiB (got {memory_mib})")
+    plan_net = LabPlan(name=name, servers=())
+    servers = tuple(
+        Server(
+            index=i,
+            firmware=firmware_for(i, firmware),
+            mac=server_mac(i),
+            tap=f"tap{i}",
+            bmc_address=plan_net.bmc_net.network_address + BMC_HOST_OFFSET + i,
+            memory_mib=memory_mib,
+        )
+        for i in range(1, nodes + 1)
+    )
+    plan = LabPlan(name=name, servers=servers)
+    for net in (plan.site_net, plan.bmc_net):
+        assert net.subnet_of(LAB_RANGE)
+    return plan
+
+
+def plan_to_dict(plan: LabPlan) -> dict[str, object]:
+    return {
+        "name": plan.name,
+        "site_net": str(plan.site_net),
+        "bmc_net": str(plan.bmc_net),
+        "disk_gib": plan.disk_gib,
+        "servers": [
+            {
+                "index": s.index,
+                "firmware": s.firmware,
+                "mac": s.mac,
+                "tap": s.tap,
+                "bmc_address": str(s.bmc_address),
+                "memory_mib": s.memory_mib,
+            }
+            for s in plan.servers
+        ],
+    }
+
+
+def plan_from_dict(data: dict[str, object]) -> LabPlan:
+    """Inverse of ``plan_to_dict``; ValueError/KeyError/TypeError on a damaged record."""
+    raw_servers = data["servers"]
+    if not isinstance(raw_servers, list):
+        raise ValueError("servers: expected a list")
+    servers = []
+    for item in raw_servers:
+        firmware = str(item["firmware"])
+        if firmware not in ("bios", "uefi"):
+            raise ValueError(f"firmware {firmware!r}")
+        servers.append(
+            Server(
+                index=int(item["index"]),
+                firmware="bios" if firmware == "bios" else "uefi",
+                mac=str(item["mac"]),
+                tap=str(item["tap"]),
+                bmc_address=ipaddress.IPv4Address(str(item["bmc_address"])),
+                memory_mib=int(item["memory_mib"]),
+            )
+        )
+    disk_gib = data.get("disk_gib", 2)
+    return LabPlan(
+        name=str(data["name"]),
+        servers=tuple(servers),
+        site_net=ipaddress.IPv4Network(str(data["site_net"])),
+        bmc_net=ipaddress.IPv4Network(str(data["bmc_net"])),
+        disk_gib=int(disk_gib) if isinstance(disk_gib, int) else 2,
+    )

@@ -1,0 +1,135 @@
+"""One lab server's QEMU definition (the ``vm.json`` a simulated BMC is given) and the QEMU
+command line it stands for. Pure: no files are read here except by ``load_spec``.
+
+Boot order is the one the original instructions require of real servers: the disk first
+(bootindex 1), then the network (bootindex 2). A one-time network boot moves the NIC to
+bootindex 0 for one start or reset; the firmware reads the order again at every reset.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+from appliance.errors import ConfigError
+
+DISK_BOOTINDEX = 1
+NIC_BOOTINDEX = 2
+PXE_FIRST_BOOTINDEX = 0
+NIC_ID = "nic0"
+NIC_QOM_PATH = f"/machine/peripheral/{NIC_ID}"
+Accel = Literal["tcg", "kvm"]
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    name: str
+    firmware: Literal["bios", "uefi"]
+    memory_mib: int
+    mac: str
+    netns: str | None  # where the tap lives; QEMU runs there (ip netns exec)
+    tap: str
+    disk: Path
+    serial_log: Path
+    qmp_socket: Path
+    qemu_log: Path
+    ovmf_code: Path | None = None
+    ovmf_vars_template: Path | None = None
+    ovmf_vars: Path | None = None  # a fresh copy of the template at every power on
+    sercon: Path | None = None  # SeaBIOS: also print the screen's text on the serial port
+    accel: Accel = "tcg"
+    qemu: str = "qemu-system-x86_64"
+
+
+def spec_to_json(spec: VmSpec) -> str:
+    data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()}
+    return json.dumps(data, indent=2) + "\n"
+
+
+def load_spec(path: Path) -> VmSpec:
+    """Read a vm.json; ConfigError naming the file and the field on any problem."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no VM spec at {path}") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a readable JSON VM spec: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    known = {f.name: f for f in fields(VmSpec)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys: {', '.join(unknown)}")
+    paths = {"disk", "serial_log", "qmp_socket", "qemu_log"}
+    optional_paths = {"ovmf_code", "ovmf_vars_template", "ovmf_vars", "sercon"}
+    values: dict[str, object] = {}
+    for name, value in data.items():
+        if name in paths:
+            values[name] = Path(str(value))
+        elif name in optional_paths:
+            values[name] = Path(str(value)) if value else None
+        else:
+            values[name] = value
+    try:
+        spec = VmSpec(**values)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if spec.firmware not in ("bios", "uefi"):
+        raise ConfigError(f"{path}: firmware: must be bios or uefi, not {spec.firmware!r}")
+    if spec.accel not in ("tcg", "kvm"):
+        raise ConfigError(f"{path}: accel: must be tcg or kvm, not {spec.accel!r}")
+    if spec.firmware == "uefi" and not (spec.ovmf_code and spec.ovmf_vars):
+        raise ConfigError(f"{path}: a uefi VM needs ovmf_code and ovmf_vars")
+    return spec
+
+
+def qemu_argv(spec: VmSpec, *, network_first: bool) -> list[str]:
+    """The QEMU command for one power-on. ``network_first``: this boot tries PXE first."""
+    nic_index = PXE_FIRST_BOOTINDEX if network_first else NIC_BOOTINDEX
+    argv = [
+        spec.qemu,
+        "-name",
+        spec.name,
+        "-nodefaults",
+        "-accel",
+        spec.accel,
+        "-smp",
+        "1",
+        "-m",
+        str(spec.memory_mib),
+        "-display",
+        "none",
+        "-chardev",
+        f"file,id=serial0,path={spec.serial_log},append=on",
+        "-serial",
+        "chardev:serial0",
+        "-qmp",
+        f"unix:{spec.qmp_socket},server=on,wait=off",
+        "-drive",
+        f"file={spec.disk},format=qcow2,if=none,id=disk0,cache=unsafe",
+        "-device",
+        f"virtio-blk-pci,drive=disk0,id=disk0,bootindex={DISK_BOOTINDEX}",
+        "-netdev",
+        f"tap,id=net0,ifname={spec.tap},script=no,downscript=no",
+        "-device",
+        f"virtio-net-pci,id={NIC_ID},netdev=net0,mac={spec.mac},bootindex={nic_index}",
+        "-device",
+        "virtio-rng-pci",
+    ]
+    if spec.firmware == "uefi":
+        assert spec.ovmf_code is not None and spec.ovmf_vars is not None
+        argv += [
+            "-machine",
+            "q35",
+            "-drive",
+            f"if=pflash,format=raw,unit=0,readonly=on,file={spec.ovmf_code}",
+            "-drive",
+            f"if=pflash,format=raw,unit=1,file={spec.ovmf_vars}",
+        ]
+    else:
+        argv += ["-machine", "pc"]
+        if spec.sercon is not None:
+            argv += ["-fw_cfg", f"name=etc/sercon-port,file={spec.sercon}"]
+    return argv

@@ -1,0 +1,188 @@
+"""The lab's pure parts: plan, renderers, VM spec, initramfs archive and disk layout."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from appliance.errors import ConfigError, UsageError
+from appliance.lab import osimage, render
+from appliance.lab.plan import LAB_RANGE, make_plan, plan_from_dict, plan_to_dict
+from appliance.lab.vmspec import VmSpec, load_spec, qemu_argv, spec_to_json
+from tests.conftest import require_root, require_tool
+
+
+def test_plan_mixed_firmware_addresses_and_names() -> None:
+    plan = make_plan(3, "mixed")
+    assert [s.firmware for s in plan.servers] == ["bios", "uefi", "bios"]
+    assert [str(s.bmc_address) for s in plan.servers] == [
+        "198.18.1.11",
+        "198.18.1.12",
+        "198.18.1.13",
+    ]
+    assert len({s.mac for s in plan.servers}) == 3
+    assert plan.namespaces == ("kpcl-sw", "kpcl-rtr", "kpcl-bmc")
+    assert plan.host_links == ("kpclab0", "kpclab1")
+    for address in (plan.router_address, plan.deploy_address, plan.deploy_bmc_address):
+        assert address in LAB_RANGE
+    assert plan.server("server2") is plan.servers[1]
+    assert plan.server(plan.servers[2].mac) is plan.servers[2]
+    assert plan_from_dict(json.loads(json.dumps(plan_to_dict(plan)))) == plan
+
+
+@pytest.mark.parametrize(
+    ("nodes", "name", "memory"),
+    [(0, "kpcl", 256), (65, "kpcl", 256), (1, "Bad-Name", 256), (1, "x", 256), (1, "kpcl", 64)],
+)
+def test_plan_refuses_what_cannot_work(nodes: int, name: str, memory: int) -> None:
+    with pytest.raises(UsageError):
+        make_plan(nodes, "bios", name=name, memory_mib=memory)
+
+
+def test_router_serves_dhcp_and_ra_but_no_pxe() -> None:
+    plan = make_plan(2)
+    argv = render.router_argv(plan, Path("/l/leases"), Path("/l/log"))
+    assert "--enable-ra" in argv
+    assert "--dhcp-range=198.18.0.100,198.18.0.199,255.255.255.0,1h" in argv
+    assert "--dhcp-option=option:router,198.18.0.1" in argv
+    assert not [a for a in argv if "pxe" in a or "boot" in a or "tftp" in a]
+
+
+def test_nft_ruleset_is_valid_and_names_both_links() -> None:
+    plan = make_plan(1)
+    ruleset = render.nft_ruleset(plan)
+    assert '"kpclab0", "kpclab1"' in ruleset
+    require_root()
+    require_tool("nft")
+    check = subprocess.run(["nft", "-c", "-f", "-"], input=ruleset, text=True, capture_output=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_site_config_is_accepted_by_kpc(tmp_path: Path) -> None:
+    from appliance.config import parse_config
+
+    plan = make_plan(2)
+    text = render.site_config(
+        plan,
+        directory=tmp_path,
+        bmc_user="admin",
+        bmc_password_file=tmp_path / "bmc-password",
+        ssh_private_key=tmp_path / "ssh" / "id_ed25519",
+        bootcfg_port=8080,
+        registry_port=5000,
+        services_prefix="kpclab",
+    )
+    config = parse_config(text, "lab.yaml")
+    assert config.provisioning.interface == "kpclab0"
+    assert config.provisioning.address == ipaddress.IPv4Address("198.18.0.2")
+    assert config.bmc.networks == [ipaddress.IPv4Network("198.18.1.0/24")]
+    assert config.bootcfg.data_dir == tmp_path / "bootcfg"
+
+
+def _spec(tmp_path: Path, firmware: str) -> VmSpec:
+    return VmSpec(
+        name="server1",
+        firmware="uefi" if firmware == "uefi" else "bios",
+        memory_mib=256,
+        mac="52:54:00:c6:12:01",
+        netns="kpcl-sw",
+        tap="tap1",
+        disk=tmp_path / "disk.qcow2",
+        serial_log=tmp_path / "serial.log",
+        qmp_socket=tmp_path / "qmp.sock",
+        qemu_log=tmp_path / "qemu.log",
+        ovmf_code=Path("/usr/share/OVMF/OVMF_CODE_4M.fd"),
+        ovmf_vars_template=Path("/usr/share/OVMF/OVMF_VARS_4M.fd"),
+        ovmf_vars=tmp_path / "vars.fd",
+    )
+
+
+def test_vm_spec_round_trip_and_boot_order(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "uefi")
+    (tmp_path / "vm.json").write_text(spec_to_json(spec))
+    assert load_spec(tmp_path / "vm.json") == spec
+    disk_first = " ".join(qemu_argv(spec, network_first=False))
+    assert (
+        "bootindex=1" in disk_first
+        and "nic0,netdev=net0,mac=52:54:00:c6:12:01,bootindex=2" in disk_first
+    )
+    assert "-accel tcg" in disk_first and "q35" in disk_first
+    assert "bootindex=0" in " ".join(qemu_argv(spec, network_first=True))
+
+
+def test_vm_spec_errors_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "vm.json"
+    bad.write_text(json.dumps({"name": "x", "colour": "red"}))
+    with pytest.raises(ConfigError, match=r"vm.json: unknown keys: colour"):
+        load_spec(bad)
+    with pytest.raises(ConfigError, match="no VM spec"):
+        load_spec(tmp_path / "missing.json")
+
+
+def test_module_order_puts_dependencies_first() -> None:
+    depends = {
+        "virtio_net": ["virtio_ring", "virtio", "net_failover"],
+        "net_failover": ["failover"],
+        "failover": [],
+        "virtio_ring": [],
+        "virtio": [],
+    }
+    order = osimage.module_order(["virtio_net"], depends)
+    assert order.index("failover") < order.index("net_failover") < order.index("virtio_net")
+    assert sorted(order) == sorted(depends)
+    with pytest.raises(ValueError, match="loop"):
+        osimage.module_order(["a"], {"a": ["b"], "b": ["a"]})
+
+
+def test_parse_ldd() -> None:
+    text = (
+        "\tlinux-vdso.so.1 (0x00007ff)\n"
+        "\tlibjq.so.1 => /lib/x86_64-linux-gnu/libjq.so.1 (0x00007f)\n"
+        "\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n"
+    )
+    assert osimage.parse_ldd(text) == [
+        "/lib/x86_64-linux-gnu/libjq.so.1",
+        "/lib64/ld-linux-x86-64.so.2",
+    ]
+
+
+def test_cpio_archive_is_read_by_cpio(tmp_path: Path) -> None:
+    require_tool("cpio")
+    entries = [
+        osimage.Entry("bin/busybox", 0o755, b"#!/bin/sh\necho hi\n"),
+        osimage.Entry("bin/sh", 0, target="busybox"),
+        osimage.Entry("tmp", 0o041777),
+        *osimage.directories_for(["bin/busybox"]),
+    ]
+    archive = osimage.cpio_newc(entries)
+    listing = subprocess.run(
+        ["cpio", "-itv"], input=archive, capture_output=True, check=True
+    ).stdout.decode()
+    assert "bin/sh -> busybox" in listing
+    assert "-rwxr-xr-x" in listing and "drwxrwxrwt" in listing
+    out = tmp_path / "x"
+    out.mkdir()
+    subprocess.run(["cpio", "-id", "--quiet"], input=archive, cwd=out, check=True)
+    assert (out / "bin" / "busybox").read_bytes() == b"#!/bin/sh\necho hi\n"
+
+
+def test_mbr_partition_table_as_sfdisk_reads_it(tmp_path: Path) -> None:
+    require_tool("sfdisk")
+    image = tmp_path / "disk.img"
+    with image.open("wb") as f:
+        f.truncate(osimage.IMAGE_BYTES)
+        f.write(osimage.mbr(b"\xeb\x63", osimage.layout_partitions()))
+    dump = json.loads(
+        subprocess.run(["sfdisk", "--json", str(image)], capture_output=True, check=True).stdout
+    )
+    parts = dump["partitiontable"]["partitions"]
+    assert [(p["start"], p["size"], p["type"]) for p in parts] == [
+        (osimage.BOOT_START, osimage.BOOT_SECTORS, "ef"),
+        (osimage.OEM_START, osimage.OEM_SECTORS, "da"),
+    ]
+    assert parts[0].get("bootable") is True
+    assert image.read_bytes()[:2] == b"\xeb\x63"
