@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import typing
 from pathlib import Path
@@ -29,6 +30,7 @@ from appliance.hostinfo import (
     ssh_server_address,
 )
 from appliance.render.config_template import InitValues, config_template
+from tests.conftest import REPO
 
 PROV = "provisioning: {interface: eth0, address: 10.0.0.2, subnet: 10.0.0.0/24}\n"
 
@@ -343,3 +345,22 @@ def test_os_release_parsing() -> None:
     assert parse_os_release(flatcar) == HostOs("flatcar", "3975.2.0")
     assert parse_os_release(flatcar).is_flatcar
     assert parse_os_release('ID=debian\nVERSION_ID="12"\n') == HostOs("debian", "12")
+
+
+EXAMPLE = InitValues(
+    "eth1",
+    "198.18.0.2",
+    "198.18.0.0/24",
+    "an example (examples/kpc.yaml); 'kpc config init' writes this host's values",
+    "3975.2.0",
+    "A pinned release: every node gets exactly this version.",
+)
+
+
+def test_example_config_is_current_and_valid() -> None:
+    """examples/kpc.yaml is the init template with example values (KPC_UPDATE_GOLDEN=1)."""
+    path = REPO / "examples" / "kpc.yaml"
+    if os.environ.get("KPC_UPDATE_GOLDEN") == "1":
+        path.write_text(config_template(EXAMPLE))
+    assert path.read_text() == config_template(EXAMPLE)
+    assert load_config(path).os.version == "3975.2.0"

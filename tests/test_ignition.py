@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import threading
 import urllib.parse
@@ -17,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import jinja2
+import jinja2.meta
 import pytest
 
 from appliance.config import SiteConfig, parse_config
@@ -470,3 +473,19 @@ def test_checkin_json_strings_survive_hostile_text(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == ['we"ird\\hostname $(x) `y` é', "", "plain"]
+
+
+def test_every_template_variable_is_documented() -> None:
+    readme = (TEMPLATES / "README.md").read_text()
+    readme = readme[readme.index("## Variables") : readme.index("## What the nodes send back")]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", readme, flags=re.MULTILINE))
+    context = site_context(golden_config(), golden_keys()) | request_context(NODE_MAC)
+    assert documented == set(context)
+    used: set[str] = set()
+    env = jinja2.Environment()
+    env.filters.update(json=str, shquote=str, data_url=str)
+    for role in ROLES:
+        used |= jinja2.meta.find_undeclared_variables(
+            env.parse((TEMPLATES / f"{role}.ign.j2").read_text())
+        )
+    assert used <= set(context), used - set(context)
