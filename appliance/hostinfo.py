@@ -1,6 +1,6 @@
-"""What ``kpc config init`` detects on this host: the provisioning network and the OS.
+"""What ``kpc config init`` detects on this host: the provisioning network.
 
-The network: the server address of ``SSH_CONNECTION`` (the address the operator reached this
+The server address of ``SSH_CONNECTION`` (the address the operator reached this
 host on), else the default route's interface and its address. The environment is passed in;
 ``ip -j`` output is parsed by pure functions and fetched through drivers/process.py.
 """
@@ -11,7 +11,6 @@ import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from appliance.drivers import process
@@ -26,18 +25,6 @@ class HostNetwork:
     address: ipaddress.IPv4Address
     subnet: ipaddress.IPv4Network
     reason: str
-
-
-@dataclass(frozen=True)
-class HostOs:
-    """``ID`` and ``VERSION_ID`` from os-release ("" when unknown)."""
-
-    id: str
-    version: str
-
-    @property
-    def is_flatcar(self) -> bool:
-        return self.id == "flatcar"
 
 
 def parse_addresses(ip_addr_json: str) -> list[tuple[str, ipaddress.IPv4Interface]]:
@@ -111,22 +98,6 @@ def detect_network(environ: Mapping[str, str]) -> HostNetwork | None:
     except KpcError:
         return None
     return choose_network(environ, routes, addrs)
-
-
-def parse_os_release(text: str) -> HostOs:
-    values: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and not key.startswith("#"):
-            values[key] = value.strip().strip("\"'")
-    return HostOs(values.get("ID", ""), values.get("VERSION_ID", ""))
-
-
-def detect_os(os_release: Path = Path("/etc/os-release")) -> HostOs:
-    try:
-        return parse_os_release(os_release.read_text(encoding="utf-8", errors="replace"))
-    except OSError:
-        return HostOs("", "")
 
 
 def _json_list(text: str, what: str) -> list[dict[str, Any]]:

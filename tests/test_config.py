@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from appliance.cli.config import init_values
 from appliance.config import (
     Bootcfg,
     SecretRef,
@@ -24,11 +25,10 @@ from appliance.config import (
 from appliance.errors import ConfigError, SecretError
 from appliance.hostinfo import (
     HostNetwork,
-    HostOs,
     choose_network,
-    parse_os_release,
     ssh_server_address,
 )
+from appliance.install.osrelease import OsRelease, Sourced
 from appliance.render.config_template import InitValues, config_template
 from tests.conftest import REPO
 
@@ -340,11 +340,33 @@ def test_network_detection_prefers_the_ssh_session_address() -> None:
     assert ssh_server_address({"SSH_CONNECTION": "garbage"}) is None
 
 
-def test_os_release_parsing() -> None:
-    flatcar = 'NAME="Flatcar Container Linux by Kinvolk"\nID=flatcar\nVERSION_ID=3975.2.0\n'
-    assert parse_os_release(flatcar) == HostOs("flatcar", "3975.2.0")
-    assert parse_os_release(flatcar).is_flatcar
-    assert parse_os_release('ID=debian\nVERSION_ID="12"\n') == HostOs("debian", "12")
+def test_init_values_follow_the_host_os() -> None:
+    flatcar = OsRelease(
+        Sourced("flatcar", "/usr/share/flatcar/release"),
+        Sourced("3975.2.0", "/usr/share/flatcar/release"),
+        Sourced("stable", "/usr/share/flatcar/update.conf"),
+    )
+    network = HostNetwork(
+        "eth1", ipaddress.IPv4Address("198.18.0.2"), ipaddress.IPv4Network("198.18.0.0/24"), "r"
+    )
+    values = init_values(network, flatcar)
+    assert (values.interface, values.address, values.subnet) == (
+        "eth1",
+        "198.18.0.2",
+        "198.18.0.0/24",
+    )
+    assert values.os_version == "host"
+    assert values.os_note == "This host runs Flatcar 3975.2.0: nodes get the same version."
+
+    debian = OsRelease(None, None, None, "Debian GNU/Linux 12 (bookworm)")
+    values = init_values(None, debian)
+    assert values.os_version == "current"
+    assert values.os_note.startswith("This host runs Debian GNU/Linux 12 (bookworm), not Flatcar")
+    assert (values.address, values.network_note) == (
+        "192.0.2.10",
+        "nothing (no IPv4 address found): placeholders, CHANGE THEM",
+    )
+    parse_config(config_template(values))  # placeholders still make a valid file
 
 
 EXAMPLE = InitValues(

@@ -13,13 +13,14 @@ import yaml
 from appliance.cli.common import cli
 from appliance.config import check_secrets, dump_config, parse_config
 from appliance.errors import ConfigError, KpcError, UsageError
-from appliance.hostinfo import HostNetwork, HostOs, detect_network, detect_os
+from appliance.hostinfo import HostNetwork, detect_network
+from appliance.install.osrelease import OsRelease, detect_os
 from appliance.render.config_template import InitValues, config_template
 
 group = typer.Typer(help="Write, check and show the site configuration.", no_args_is_help=True)
 
 
-def init_values(network: HostNetwork | None, host_os: HostOs) -> InitValues:
+def init_values(network: HostNetwork | None, host: OsRelease) -> InitValues:
     """What to write, from what was detected (pure)."""
     if network is not None:
         iface, address, subnet = network.interface, str(network.address), str(network.subnet)
@@ -27,15 +28,14 @@ def init_values(network: HostNetwork | None, host_os: HostOs) -> InitValues:
     else:
         iface, address, subnet = "eth0", "192.0.2.10", "192.0.2.0/24"
         network_note = "nothing (no IPv4 address found): placeholders, CHANGE THEM"
-    if host_os.is_flatcar and host_os.version:
+    if host.flavor is not None and host.flavor.value == "flatcar" and host.version is not None:
         version = "host"
-        os_note = f"This host runs Flatcar {host_os.version}: nodes get the same version."
+        os_note = f"This host runs Flatcar {host.version.value}: nodes get the same version."
     else:
         version = "current"
-        running = f"{host_os.id} {host_os.version}".strip() or "an unknown OS"
         os_note = (
-            f"This host runs {running}, not Flatcar: 'current' is the channel's newest release "
-            "at install time; pin one (like 3975.2.0) for repeatable installs."
+            f"This host runs {host.describe()}, not Flatcar: 'current' is the channel's newest "
+            "release at install time; pin one (like 3975.2.0) for repeatable installs."
         )
     return InitValues(iface, address, subnet, network_note, version, os_note)
 
@@ -78,7 +78,7 @@ def init(
             "(or -o FILE to write somewhere else)",
         )
     network = detect_network(c.environ)
-    values = init_values(network, detect_os())
+    values = init_values(network, detect_os(Path("/")))
     text = config_template(values)
     parse_config(text, source="the generated configuration")  # never write a broken file
     if to_stdout:

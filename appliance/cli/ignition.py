@@ -12,7 +12,7 @@ from appliance.cli.common import Cli, cli
 from appliance.cli.config import write_file
 from appliance.config import SiteConfig, normalize_mac
 from appliance.errors import ConfigError, UsageError
-from appliance.hostinfo import detect_os
+from appliance.install.osrelease import detect_os
 from appliance.keys import KeyCollection, authorized_keys_path, collect_keys
 from appliance.render.ignition import dumps, render_ignition, request_context, site_context
 from appliance.resources import resource_dir
@@ -58,8 +58,10 @@ def host_flatcar_version(config: SiteConfig) -> str | None:
     """This host's Flatcar version when the config says ``os.version: host``."""
     if config.os.version != "host":
         return None
-    host = detect_os()
-    return host.version if host.is_flatcar and host.version else None
+    host = detect_os(Path("/"))
+    if host.flavor is None or host.flavor.value != "flatcar" or host.version is None:
+        return None
+    return host.version.value
 
 
 @group.command("render")
