@@ -26,6 +26,7 @@ from appliance.config import SiteConfig, parse_config
 from appliance.keys import AuthorizedKey, parse_authorized_keys
 from appliance.render.ignition import (
     ROLES,
+    Renderer,
     RenderError,
     check_ignition,
     dumps,
@@ -489,3 +490,21 @@ def test_every_template_variable_is_documented() -> None:
             env.parse((TEMPLATES / f"{role}.ign.j2").read_text())
         )
     assert used <= set(context), used - set(context)
+
+
+def test_renderer_reuses_compilations_and_sees_edits() -> None:
+    renderer = Renderer(max_templates=2)
+    ctx = site_context(golden_config(), golden_keys()) | request_context(NODE_MAC)
+    text = (TEMPLATES / "targetnode.ign.j2").read_text()
+    first = renderer.render(text, ctx, source="t")
+    assert (
+        renderer.render(text, ctx, source="t")
+        == first
+        == render("targetnode", golden_config(), golden_keys())
+    )
+    edited = text.replace('"enabled": true, "contents"', '"enabled": false, "contents"')
+    units = renderer.render(edited, ctx, source="t")["systemd"]["units"]
+    assert [u["enabled"] for u in units] == [True, False]
+    renderer.render('{"ignition": {"version": "3.3.0"}}', ctx, source="t")  # evicts one
+    with pytest.raises(RenderError, match="not defined"):
+        renderer.render("{{ nope | json }}", ctx, source="t")
