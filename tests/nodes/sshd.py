@@ -8,6 +8,8 @@ waited for in the fixture's finalizer. Logins are as root (loopback only,
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 from dataclasses import dataclass, field
@@ -17,7 +19,17 @@ from tests.conftest import wait_for
 
 SSHD = "/usr/sbin/sshd"
 PORT = 2222  # unprivileged, on addresses of our own: no clash with a host sshd
-PRIVSEP_DIR = Path("/run/sshd")  # compiled into Debian's sshd; its service creates it too
+BUSYBOX = "/bin/busybox"  # Debian busybox-static
+PRIVSEP_DIR = Path("/run/sshd")
+# Each server is PID 1 of its own PID namespace: it reaps the sessions' orphans (a command
+# left running after its client hung up), and when it exits the kernel ends whatever is
+# left. The host's PID 1 does not reap orphans here.
+PID_NAMESPACE = [
+    "unshare",
+    "--pid",
+    "--fork",
+    "--kill-child",
+]  # compiled into Debian's sshd; its service creates it too
 
 
 def keygen(path: Path, key_type: str = "ed25519") -> Path:
@@ -99,7 +111,7 @@ class SshdFarm:
         server = Sshd(address, port, key, workdir)
         with server.log.open("wb") as log:
             server.process = subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(config)],
+                [*PID_NAMESPACE, SSHD, "-D", "-e", "-f", str(config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -107,6 +119,67 @@ class SshdFarm:
         self.servers.append(server)
         if wait:
             self.wait_ready(server)
+        return server
+
+    def start_lab_like(self, address: str, authorized: list[Path], *, port: int = PORT) -> Sshd:
+        """A node like the virtual lab's: dropbear, busybox as /usr/bin (so sh is ash and
+        there is no docker, no python, no GNU date), root's home and passwd entry replaced
+        -- all inside a private mount namespace that dies with the server."""
+        workdir = self.root / f"dropbear-{address}-{port}-{len(self.servers)}"
+        home, usrbin = workdir / "home", workdir / "usrbin"
+        (home / ".ssh").mkdir(parents=True)
+        usrbin.mkdir()
+        (workdir / "empty").mkdir()  # over /usr/local
+        (home / ".ssh" / "authorized_keys").write_text(
+            "".join(Path(f"{k}.pub").read_text() for k in authorized)
+        )
+        busybox = usrbin / "busybox"
+        busybox.write_bytes(Path(BUSYBOX).read_bytes())
+        busybox.chmod(0o755)
+        applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True)
+        for applet in applets.stdout.split():
+            if applet != "busybox":
+                (usrbin / applet).symlink_to("busybox")
+        passwd = workdir / "passwd"
+        passwd.write_text(
+            "".join(
+                "root:x:0:0:root:/root:/bin/sh\n" if line.startswith("root:") else line + "\n"
+                for line in Path("/etc/passwd").read_text().splitlines()
+            )
+        )
+        key = workdir / "dropbear_ed25519_host_key"
+        subprocess.run(
+            ["dropbearkey", "-t", "ed25519", "-f", str(key)], capture_output=True, check=True
+        )
+        public = subprocess.run(
+            ["dropbearkey", "-y", "-f", str(key)], capture_output=True, text=True, check=True
+        ).stdout
+        line = next(x for x in public.splitlines() if x.startswith("ssh-"))
+        Path(f"{key}.pub").write_text(line + "\n")
+        script = (
+            f"mount --bind {home} /root && mount --bind {passwd} /etc/passwd && "
+            f"mount --bind {workdir / 'empty'} /usr/local && mount --bind {usrbin} /usr/bin && "
+            f"exec /usr/sbin/dropbear -F -E -s -m -r {key} -p {address}:{port} "
+            f"-P {workdir / 'dropbear.pid'}"
+        )
+        server = Sshd(address, port, key, workdir)
+        with server.log.open("wb") as log:
+            server.process = subprocess.Popen(
+                [*PID_NAMESPACE, "--mount", "--propagation", "private", "/bin/sh", "-c", script],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        self.servers.append(server)
+
+        def banner() -> bool:
+            assert server.process is not None
+            if server.process.poll() is not None:
+                raise AssertionError(f"dropbear exited: {server.log.read_text()}")
+            with socket.create_connection((address, port), timeout=2) as sock:
+                return sock.recv(64).startswith(b"SSH-2.0-dropbear")
+
+        wait_for(banner, 10, f"dropbear on {address}:{port}")
         return server
 
     def wait_ready(self, server: Sshd) -> None:
@@ -121,22 +194,41 @@ class SshdFarm:
         wait_for(listening, 10, f"sshd on {server.address}:{server.port}")
 
     def stop(self, server: Sshd) -> None:
+        """Stop the server (PID 1 of its namespace, so everything it started goes too) and
+        reap unshare, our child."""
         process = server.process
         if process is None:
             return
         if process.poll() is None:
-            process.terminate()
+            for inner in children(process.pid):
+                os.kill(inner, signal.SIGTERM)
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                process.kill()
+                process.kill()  # --kill-child takes the server down with it
                 process.wait()
         server.process = None
-        # sshd's per-connection children exit when their client goes; none outlive a test.
 
     def close(self) -> None:
         for server in self.servers:
             self.stop(server)
+
+
+def children(pid: int) -> list[int]:
+    """The live (non-zombie) child processes of ``pid``."""
+    try:
+        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return []
+    alive = []
+    for child in listed:
+        try:
+            stat = Path(f"/proc/{child}/stat").read_text()
+        except FileNotFoundError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] != "Z":
+            alive.append(int(child))
+    return alive
 
 
 def silent_listener(address: str, port: int = PORT) -> socket.socket:

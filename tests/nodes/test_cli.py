@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from appliance.cli.main import app
 from appliance.state.model import Machine
 from appliance.state.sqlite import SqliteStore
-from tests.conftest import REPO, require_docker, require_tool
+from tests.conftest import REPO, require_docker, require_root, require_tool
 from tests.nodes.conftest import mac_for
 from tests.nodes.sshd import PORT, SshdFarm, keygen, path_without, silent_listener
 
@@ -243,9 +243,12 @@ def test_exec_timeout(
 ) -> None:
     server = farm.start("127.0.7.171", [client_keys["good"]])
     ready(store, mac_for(0x71), server.address, "slow")
-    code, _, err = kpc(config, "nodes", "exec", "--timeout", "0.5", "--", "sleep", "30")
+    # a command that ends by itself (SIGPIPE) once kpc has hung up, so nothing outlives the test
+    loop = "while :; do echo tick; sleep 0.1; done"
+    code, out, err = kpc(config, "nodes", "exec", "--timeout", "0.5", "--", loop)
     assert code == 1
-    assert "slow (52:54:00:07:00:71): timeout: " in err
+    assert "slow | tick" in out
+    assert "slow (52:54:00:07:00:71): timeout: 127.0.7.171:2222: command did not finish" in err
 
 
 def test_ssh_runs_system_ssh_with_strict_host_keys(
@@ -277,3 +280,34 @@ def test_ssh_runs_system_ssh_with_strict_host_keys(
     assert second.returncode == 255
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in second.stderr
     assert "via-ssh" not in second.stdout
+
+
+def test_lab_like_node_dropbear_busybox(
+    farm: SshdFarm,
+    client_keys: dict[str, Path],
+    store: SqliteStore,
+    ready: Callable[..., Machine],
+    config: Path,
+) -> None:
+    """The virtual lab's nodes run dropbear on a busybox userland: kpc logs in, reports what
+    is missing as failed checks, and does not crash on busybox's df and date."""
+    require_root()
+    require_tool("dropbear", "dropbearkey", "unshare", "busybox")
+    server = farm.start_lab_like("127.0.7.191", [client_keys["good"]])
+    mac = mac_for(0x91)
+    ready(store, mac, server.address, "lab-node")
+    code, out, err = kpc(config, "nodes", "check", "--json", "--min-free-gib", "0.01")
+    assert code == 1
+    (node,) = json.loads(out)["nodes"]
+    assert node["reachable"] is True
+    checks = node["checks"]
+    assert checks["docker"]["status"] == "fail" and checks["docker"]["installed"] is False
+    assert checks["python"]["status"] == "fail" and checks["python"]["summary"] == "absent"
+    assert checks["disk"]["status"] == "ok"  # busybox df -Pk parsed
+    assert checks["clock"]["status"] == "ok"  # busybox date: whole seconds, wider margin
+    assert checks["clock"]["uncertainty_s"] >= 0.5
+    assert store.get(mac).ssh_host_key == server.host_key_line  # type: ignore[union-attr]
+
+    code, out, err = kpc(config, "nodes", "exec", "--", "busybox | head -1")
+    assert code == 0, err
+    assert "lab-node | BusyBox" in out

@@ -155,7 +155,7 @@ def test_command_timeout(farm: SshdFarm, client_keys: dict[str, Path]) -> None:
         ) as session,
         pytest.raises(SshError) as caught,
     ):
-        session.run("sleep 30", timeout=0.5)
+        session.run("while :; do echo tick; sleep 0.1; done", timeout=0.5)
     assert caught.value.kind is SshFailure.TIMEOUT
     assert "did not finish within 0.5s" in caught.value.message
 
