@@ -1,0 +1,91 @@
+"""``kpc images base``: the base image, made without any container registry.
+
+An air-gapped deploy host has no registry to pull ``debian:bookworm`` from, so kpc makes its
+own: ``debootstrap --variant=minbase`` from the site's Debian mirror into a scratch folder,
+``tar`` it, ``docker import`` the tarball. If the image is already there it is used as is.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.config import SiteConfig
+from appliance.drivers import process
+from appliance.drivers.docker import Docker
+from appliance.errors import UsageError
+
+IMPORT_CHANGES = ("ENV DEBIAN_FRONTEND=noninteractive", 'CMD ["/bin/bash"]')
+SCRATCH_PARENT = Path("/var/tmp")  # disk-backed: the root file system is ~200 MB
+
+
+@dataclass(frozen=True)
+class Step:
+    what: str
+    argv: list[str]
+
+
+@dataclass(frozen=True)
+class BaseOutcome:
+    ref: str
+    image_id: str
+    built: bool  # False: it was already there
+    seconds: float
+
+
+def base_steps(config: SiteConfig, workdir: Path) -> list[Step]:
+    """The commands that make the base image (pure; the import itself is a driver call)."""
+    rootfs, tarball = workdir / "rootfs", workdir / "rootfs.tar"
+    images = config.images
+    return [
+        Step(
+            f"debootstrap {images.debian_suite} from {images.debian_mirror}",
+            [
+                "debootstrap",
+                "--variant=minbase",
+                images.debian_suite,
+                str(rootfs),
+                images.debian_mirror,
+            ],
+        ),
+        Step(
+            "pack the root file system",
+            ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf", str(tarball), "."],
+        ),
+    ]
+
+
+def make_base(
+    config: SiteConfig,
+    docker: Docker,
+    *,
+    force: bool = False,
+    on_step: Callable[[str], None] = lambda _: None,
+    scratch_parent: Path = SCRATCH_PARENT,
+) -> BaseOutcome:
+    """Make ``images.base`` unless it is already there (``force`` remakes it)."""
+    ref = config.images.base
+    began = time.monotonic()
+    docker.ping()
+    present = docker.image(ref)
+    if present is not None and not force:
+        return BaseOutcome(ref, present.id, built=False, seconds=time.monotonic() - began)
+    if os.geteuid() != 0:
+        raise UsageError("making the base image needs root (debootstrap)", hint="run it as root")
+    process.which("debootstrap", "debootstrap")
+    scratch_parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="kpc-base-", dir=scratch_parent))
+    try:
+        for step in base_steps(config, workdir):
+            on_step(step.what)
+            process.run(step.argv, hint=f"{step.what} failed; see the output above")
+        on_step(f"docker import as {ref}")
+        image_id = docker.import_rootfs(workdir / "rootfs.tar", ref, IMPORT_CHANGES)
+    finally:
+        # --one-file-system: never descend into a /proc or /dev debootstrap left mounted
+        process.run(["rm", "-rf", "--one-file-system", str(workdir)], check=False)
+    return BaseOutcome(ref, image_id, built=True, seconds=time.monotonic() - began)

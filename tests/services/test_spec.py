@@ -1,0 +1,186 @@
+"""Service specs, the up plan and health judgement: pure, no Docker needed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.config import SiteConfig, parse_config
+from appliance.drivers.docker import ContainerInfo
+from appliance.errors import ConfigError, UsageError
+from appliance.services.health import judge
+from appliance.services.lifecycle import plan_up
+from appliance.services.spec import (
+    LABEL_HASH,
+    SERVICES,
+    env_secrets_needed,
+    select_services,
+    service_specs,
+)
+
+CONFIG_FILE = Path("/etc/kpc/kpc.yaml")
+BASE = """
+provisioning: {interface: eth1, address: 10.20.0.2, subnet: 10.20.0.0/24}
+bootcfg: {port: 8080, data_dir: /var/lib/kpc/bootcfg}
+registry: {port: 5000, storage: /var/lib/kpc/registry}
+services: {prefix: kpcb}
+images: {prefix: kpcbimg}
+"""
+
+
+def config(extra: str = "") -> SiteConfig:
+    return parse_config(BASE + extra, "test.yaml")
+
+
+def specs(extra: str = "") -> dict[str, Any]:
+    return service_specs(config(extra), CONFIG_FILE)
+
+
+def test_names_images_and_order() -> None:
+    s = specs()
+    assert list(s) == list(SERVICES) == ["registry", "bootcfg", "dnsmasq"]
+    assert {k: v.name for k, v in s.items()} == {k: f"kpcb-{k}" for k in SERVICES}
+    assert {k: v.image for k, v in s.items()} == {k: f"kpcbimg/{k}:latest" for k in SERVICES}
+    assert all(v.restart == "unless-stopped" and v.health is not None for v in s.values())
+
+
+def test_dnsmasq_runs_on_the_host_network_as_a_proxy() -> None:
+    d = specs()["dnsmasq"]
+    assert d.network == "host" and d.cap_add == ("NET_ADMIN",) and d.ports == ()
+    assert "--interface=eth1" in d.command
+    assert "--dhcp-range=10.20.0.0,proxy,255.255.255.0" in d.command
+    assert "--pxe-service=tag:ipxe,x86PC,bootcfg,http://10.20.0.2:8080/boot.ipxe" in d.command
+    assert d.health is not None and "tftp -g -r undionly.kpxe" in d.health.command
+    assert d.health.command.endswith(" 10.20.0.2")
+
+
+def test_bootcfg_publishes_its_port_and_mounts_data_and_config() -> None:
+    b = specs()["bootcfg"]
+    assert [p.publish_arg() for p in b.ports] == ["0.0.0.0:8080:8080/tcp"]
+    mounts = {m.target: (m.source, m.read_only) for m in b.mounts}
+    assert mounts["/etc/kpc/kpc.yaml"] == (CONFIG_FILE, True)
+    assert mounts["/var/lib/kpc/bootcfg"] == (Path("/var/lib/kpc/bootcfg"), False)
+    assert b.command[-4:] == ("bootcfg", "serve", "--listen", "0.0.0.0")
+    assert b.health is not None and "http://127.0.0.1:8080/healthz" in b.health.command
+    listen = service_specs(
+        parse_config(BASE.replace("port: 8080,", "port: 8080, listen: 10.20.0.2,"), "t"),
+        CONFIG_FILE,
+    )["bootcfg"]
+    assert [p.publish_arg() for p in listen.ports] == ["10.20.0.2:8080:8080/tcp"]
+
+
+def test_bootcfg_secrets_travel_by_name_or_as_a_read_only_file() -> None:
+    by_env = service_specs(
+        parse_config(BASE.replace("bootcfg: {", "bootcfg: {token: {env: KPCB_TOKEN}, "), "t"),
+        CONFIG_FILE,
+    )
+    assert by_env["bootcfg"].secret_env == ("KPCB_TOKEN",)
+    assert env_secrets_needed(by_env) == ["KPCB_TOKEN"]
+    assert "KPCB_TOKEN" not in " ".join(by_env["bootcfg"].command)
+    by_file = service_specs(
+        parse_config(BASE.replace("bootcfg: {", "bootcfg: {token: {file: /etc/kpc/token}, "), "t"),
+        CONFIG_FILE,
+    )["bootcfg"]
+    assert by_file.secret_env == ()
+    assert any(m.target == "/etc/kpc/token" and m.read_only for m in by_file.mounts)
+
+
+def test_state_db_outside_the_data_dir_is_mounted_too() -> None:
+    b = service_specs(
+        parse_config(BASE.replace("bootcfg: {", "bootcfg: {state_db: /srv/kpc/m.db, "), "t"),
+        CONFIG_FILE,
+    )["bootcfg"]
+    assert any(m.source == Path("/srv/kpc") and m.target == "/srv/kpc" for m in b.mounts)
+
+
+def test_registry_port_storage_and_address() -> None:
+    r = specs()["registry"]
+    assert [p.publish_arg() for p in r.ports] == ["0.0.0.0:5000:5000/tcp"]
+    assert [(m.source, m.target) for m in r.mounts] == [
+        (Path("/var/lib/kpc/registry"), "/var/lib/docker-registry")
+    ]
+    pinned = service_specs(
+        parse_config(BASE.replace("registry: {", "registry: {address: 127.0.0.1, "), "t"),
+        CONFIG_FILE,
+    )["registry"]
+    assert [p.publish_arg() for p in pinned.ports] == ["127.0.0.1:5000:5000/tcp"]
+    with pytest.raises(ConfigError, match="not supported"):
+        service_specs(
+            parse_config(BASE.replace("registry: {", "registry: {tls: true, "), "t"), CONFIG_FILE
+        )
+
+
+def hashes(extra: str = "", base: str = BASE) -> dict[str, str]:
+    s = service_specs(parse_config(base + extra, "t"), CONFIG_FILE)
+    return {k: dict(v.labels)[LABEL_HASH] for k, v in s.items()}
+
+
+def test_a_change_touches_only_the_services_it_concerns() -> None:
+    before = hashes()
+    assert hashes() == before  # stable
+    # bootcfg reads the whole site config: every change restarts it, and only it here
+    timeout = hashes("services: {prefix: kpcb, health_timeout: 99}\n", BASE.replace(
+        "services: {prefix: kpcb}\n", ""))  # fmt: skip
+    assert {k for k in SERVICES if timeout[k] != before[k]} == {"bootcfg"}
+    moved = hashes(base=BASE.replace("port: 5000", "port: 5001"))
+    assert {k for k in SERVICES if moved[k] != before[k]} == {"registry", "bootcfg"}
+    nic = hashes(base=BASE.replace("interface: eth1", "interface: eth2"))
+    assert {k for k in SERVICES if nic[k] != before[k]} == {"dnsmasq", "bootcfg"}
+
+
+def test_select_services() -> None:
+    assert select_services([]) == list(SERVICES)
+    assert select_services(["dnsmasq", "registry"]) == ["registry", "dnsmasq"]
+    with pytest.raises(UsageError, match="no such service: dhcp") as info:
+        select_services(["dhcp"])
+    assert info.value.hint == "kpc runs: registry, bootcfg, dnsmasq"
+
+
+def info(**overrides: Any) -> ContainerInfo:
+    base = ContainerInfo(
+        name="kpcb-registry", id="c1", image_id="sha256:img", image="kpcbimg/registry:latest",
+        status="running", running=True, restarting=False, exit_code=0, restart_count=0,
+        health="healthy", health_output=None, started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        labels={}, ports=(), network=None,
+    )  # fmt: skip
+    return replace(base, **overrides)
+
+
+def test_plan_up_is_idempotent_and_says_why() -> None:
+    s = {"registry": specs()["registry"]}
+    h = dict(s["registry"].labels)[LABEL_HASH]
+    ids = {s["registry"].image: "sha256:img"}
+
+    def verb(current: ContainerInfo | None) -> tuple[str, str]:
+        action = plan_up(s, {"registry": current}, ids)[0]
+        return action.verb, action.reason
+
+    assert verb(None) == ("create", "not there yet")
+    assert verb(info(labels={LABEL_HASH: h})) == ("keep", "running and unchanged")
+    assert verb(info(labels={LABEL_HASH: "old"})) == ("recreate", "its configuration changed")
+    assert verb(info(labels={LABEL_HASH: h}, image_id="sha256:older")) == (
+        "recreate",
+        "kpcbimg/registry:latest was rebuilt",
+    )
+    stopped = info(labels={LABEL_HASH: h}, running=False, status="exited")
+    assert verb(stopped) == ("start", "it was exited")
+
+
+def test_judge() -> None:
+    assert judge(info()) is None
+    assert judge(info(health="starting")) is None
+    assert judge(None) == "its container does not exist (run 'kpc up')"
+    looping = judge(info(restarting=True, running=False, exit_code=1, restart_count=4))
+    assert looping == "it keeps crashing (exit code 1, 4 restarts)"
+    assert judge(info(running=False, status="exited", exit_code=2)) == (
+        "it is exited (exit code 2)"
+    )
+    assert judge(info(health="unhealthy", health_output="wget: refused\n")) == (
+        "its health check fails: wget: refused"
+    )
+    # crashed once long ago but healthy now: fine
+    assert judge(info(restart_count=1)) is None
