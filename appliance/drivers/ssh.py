@@ -116,10 +116,11 @@ class PrivateKey:
 
 @dataclass(frozen=True)
 class Credentials:
-    """Who to log in as and with which keys: a key file, the agent's keys, or both."""
+    """Who to log in as and with which keys: key files, the agent's keys, or both (the
+    files are offered first)."""
 
     user: str
-    key: PrivateKey | None = None
+    keys: tuple[PrivateKey, ...] = ()
     agent_socket: str | None = None
 
 
@@ -522,8 +523,7 @@ def _authenticate(
     tried: list[str] = []
     try:
         keys: list[paramiko.PKey] = []
-        if credentials.key is not None:
-            keys.append(credentials.key._key)
+        keys.extend(k._key for k in credentials.keys)
         if credentials.agent_socket:
             try:
                 agent = _Agent(credentials.agent_socket, timeout)

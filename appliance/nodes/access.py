@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from appliance.config import SiteConfig
 from appliance.drivers.ssh import (
+    SSH_PORT,
     Credentials,
     HostKey,
+    PrivateKey,
     Session,
     SshError,
     SshFailure,
@@ -20,6 +23,7 @@ from appliance.errors import ConfigError
 from appliance.nodes.report import Failure, HostKeyStatus
 from appliance.nodes.targets import Target
 
+DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")  # as ssh(1) tries them
 NO_ADDRESS = "no address"
 BAD_RECORD = "bad host key record"
 
@@ -29,10 +33,11 @@ class SshSettings:
     """Everything a connection needs, resolved once (key loaded, agent located)."""
 
     credentials: Credentials
-    port: int = 22
+    port: int = SSH_PORT
     timeout: float = 10.0  # TCP connect, handshake and login, each
     command_timeout: float = 60.0  # one command, start to exit
     fanout: int = 32
+    key_file: Path | None = None  # ssh.private_key, when configured
 
     @property
     def user(self) -> str:
@@ -47,25 +52,53 @@ def ssh_settings(
     command_timeout: float | None = None,
     fanout: int | None = None,
 ) -> SshSettings:
-    """Settings from ``config.ssh`` plus the caller's environment (only SSH_AUTH_SOCK is
-    read). ConfigError when there is no key at all, or the key file is unusable."""
-    key = load_private_key(config.ssh.private_key) if config.ssh.private_key else None
+    """Settings from ``config.ssh`` and the caller's environment (SSH_AUTH_SOCK, HOME).
+
+    Keys: ``ssh.private_key`` if set, else, as ssh(1) does, the unencrypted default
+    identities in ~/.ssh; plus the agent's keys. ConfigError when the configured key is
+    unusable or there is no key at all.
+    """
     agent = environ.get("SSH_AUTH_SOCK") or None
-    if key is None and agent is None:
+    if agent is not None and not Path(agent).is_socket():
+        agent = None
+    skipped: list[str] = []
+    if config.ssh.private_key:
+        keys: tuple[PrivateKey, ...] = (load_private_key(config.ssh.private_key),)
+    else:
+        keys, skipped = default_keys(environ.get("HOME"))
+    if not keys and agent is None:
+        found = f" ({', '.join(skipped)} need a passphrase)" if skipped else ""
         raise ConfigError(
-            "no SSH key to log in to the nodes with: ssh.private_key is not set and no "
-            "ssh-agent is running (SSH_AUTH_SOCK is empty)",
+            "no SSH key to log in to the nodes with: ssh.private_key is not set, no usable "
+            f"key in ~/.ssh{found} and no ssh-agent is running (SSH_AUTH_SOCK)",
             hint="set ssh.private_key in the site config to the deploy host's private key, "
             "or start ssh-agent and ssh-add the key",
         )
-    connect_timeout = timeout if timeout is not None else config.ssh.timeout
     return SshSettings(
-        credentials=Credentials(config.ssh.user, key, agent),
+        credentials=Credentials(config.ssh.user, keys, agent),
         port=config.ssh.port,
-        timeout=connect_timeout,
+        timeout=timeout if timeout is not None else config.ssh.timeout,
         command_timeout=command_timeout if command_timeout is not None else 60.0,
         fanout=fanout if fanout is not None else config.ssh.fanout,
+        key_file=config.ssh.private_key,
     )
+
+
+def default_keys(home: str | None) -> tuple[tuple[PrivateKey, ...], list[str]]:
+    """The loadable default identities of ``home`` (and the names of those skipped)."""
+    keys: list[PrivateKey] = []
+    skipped: list[str] = []
+    if not home:
+        return (), skipped
+    for name in DEFAULT_IDENTITIES:
+        path = Path(home) / ".ssh" / name
+        if not path.is_file():
+            continue
+        try:
+            keys.append(load_private_key(path))
+        except ConfigError:
+            skipped.append(str(path))
+    return tuple(keys), skipped
 
 
 class AccessError(Exception):

@@ -23,9 +23,8 @@ def ssh_argv(
 ) -> list[str]:
     """``ssh`` with kpc's user, port, key and known_hosts; host key checking strict."""
     argv = ["ssh", "-p", str(settings.port), "-l", settings.user]
-    key = settings.credentials.key
-    if key is not None:
-        argv += ["-i", str(key.path)]
+    if settings.key_file is not None:  # otherwise ssh picks its defaults and the agent
+        argv += ["-i", str(settings.key_file)]
         if not settings.credentials.agent_socket:
             argv += ["-o", "IdentitiesOnly=yes"]
     argv += known_hosts_options(known_hosts, key_algorithms(host_key.type))

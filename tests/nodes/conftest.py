@@ -63,7 +63,7 @@ def mac_for(index: int) -> str:
 @pytest.fixture
 def settings(client_keys: dict[str, Path]) -> SshSettings:
     return SshSettings(
-        credentials=Credentials("root", load_private_key(client_keys["good"])),
+        credentials=Credentials("root", (load_private_key(client_keys["good"]),)),
         port=PORT,
         timeout=3.0,
         command_timeout=60.0,

@@ -190,16 +190,38 @@ def test_bad_input_is_refused_clearly(
     assert code == 2 and "matches none of the 1 selected machines" in err
 
 
-def test_no_key_configured_and_no_agent(tmp_path: Path, store: SqliteStore) -> None:
+def test_keys_default_to_home_like_ssh(
+    farm: SshdFarm,
+    client_keys: dict[str, Path],
+    tmp_path: Path,
+    store: SqliteStore,
+    ready: Callable[..., Machine],
+) -> None:
     config = tmp_path / "kpc.yaml"
     config.write_text(
         f"provisioning: {{interface: kpcf0, address: 198.18.7.1, subnet: 198.18.7.0/24}}\n"
         f"bootcfg: {{state_db: {tmp_path / 'machines.db'}}}\n"
+        f"ssh: {{user: root, port: {PORT}}}\n"
     )
-    code, _, err = kpc(config, "nodes", "check")
-    assert code == 2
-    assert "no SSH key to log in to the nodes with" in err
-    assert "hint:" in err
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    env = {"SSH_AUTH_SOCK": None, "HOME": str(home)}
+    args = ["-c", str(config), "nodes", "exec", "--", "true"]
+    result = runner.invoke(app, args, env=env)
+    assert result.exit_code == 2
+    assert "no SSH key to log in to the nodes with" in result.stderr
+    assert "hint:" in result.stderr
+
+    server = farm.start("127.0.7.151", [client_keys["good"]])
+    ready(store, mac_for(0x51), server.address, "home-key")
+    for suffix in ("", ".pub"):
+        (home / ".ssh" / f"id_ed25519{suffix}").write_bytes(
+            Path(f"{client_keys['good']}{suffix}").read_bytes()
+        )
+    (home / ".ssh" / "id_ed25519").chmod(0o600)
+    result = runner.invoke(app, args, env=env)
+    assert result.exit_code == 0, result.stderr
+    assert "1 of 1 nodes succeeded" in result.stderr
 
 
 def test_exec_streams_with_prefix_and_fails_if_any_node_fails(

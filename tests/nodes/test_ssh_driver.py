@@ -23,7 +23,7 @@ from tests.nodes.sshd import PORT, SshdFarm, keygen, public_line, silent_listene
 
 
 def creds(key: Path) -> Credentials:
-    return Credentials("root", load_private_key(key))
+    return Credentials("root", (load_private_key(key),))
 
 
 def test_host_key_fingerprint_matches_ssh_keygen(client_keys: dict[str, Path]) -> None:
@@ -185,14 +185,14 @@ def test_agent_keys_log_in(farm: SshdFarm, client_keys: dict[str, Path], agent: 
         capture_output=True,
     )
     # the configured key file is wrong; the agent's key gets in
-    both = Credentials("root", load_private_key(client_keys["wrong"]), agent_socket=agent)
+    both = Credentials("root", (load_private_key(client_keys["wrong"]),), agent_socket=agent)
     with connect(server.address, PORT, both, known_host_key=None, timeout=3) as session:
         assert session.run("echo via-agent", timeout=20).stdout.strip().endswith("via-agent")
 
 
 def test_no_key_at_all_is_auth_failed(farm: SshdFarm, client_keys: dict[str, Path]) -> None:
     server = farm.start("127.0.7.111", [client_keys["good"]])
-    nothing = Credentials("root", None, agent_socket="/nonexistent/agent.sock")
+    nothing = Credentials("root", (), agent_socket="/nonexistent/agent.sock")
     with pytest.raises(SshError) as caught:
         connect(server.address, PORT, nothing, known_host_key=None, timeout=3)
     assert caught.value.kind is SshFailure.AUTH_FAILED
