@@ -1,10 +1,301 @@
-"""`kpc lab`: The virtual lab: QEMU servers with simulated BMCs."""
+"""`kpc lab`: the virtual lab: QEMU servers with simulated BMCs, provisioned by kpc itself.
+
+kpc lab up --nodes 3 --firmware mixed     # namespaces, site router, servers, BMCs
+export KPC_CONFIG=/var/lib/kpc/lab/kpc.yaml
+kpc up; kpc bmc discover; kpc pxe-all --yes
+kpc lab wait                              # every server installed and checked in
+kpc lab down                              # everything removed again
+"""
 
 from __future__ import annotations
 
-import typer
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import FrameType
 
-group = typer.Typer(help="The virtual lab: QEMU servers with simulated BMCs.", no_args_is_help=True)
+import typer
+from rich.table import Table
+
+from appliance.cli.common import Cli, cli
+from appliance.config import load_config
+from appliance.errors import KpcError
+from appliance.lab.down import lab_down
+from appliance.lab.layout import DEFAULT_CACHE, DEFAULT_DIR, LabPaths
+from appliance.lab.osbuild import build_lab_os
+from appliance.lab.plan import DEFAULT_NAME, FirmwareChoice
+from appliance.lab.state import LabState
+from appliance.lab.status import (
+    WaitProgress,
+    lab_status,
+    require_lab,
+    serial_tail,
+    wait_for_state,
+)
+from appliance.lab.supervisor import supervise
+from appliance.lab.up import UpRequest, lab_up
+from appliance.state.model import Machine, MachineState
+
+group = typer.Typer(
+    help="The virtual lab: QEMU servers with simulated BMCs, provisioned by kpc itself.",
+    no_args_is_help=True,
+)
+DIR_HELP = "The lab's directory (default: $KPC_LAB_DIR, else /var/lib/kpc/lab)."
+
+
+def _dir(c: Cli, flag: Path | None) -> Path:
+    if flag is not None:
+        return flag
+    return Path(c.environ.get("KPC_LAB_DIR") or DEFAULT_DIR)
+
+
+def _progress(c: Cli) -> Callable[[str], None]:
+    start = time.monotonic()
+
+    def say(message: str) -> None:
+        c.err.print(f"[dim]{time.monotonic() - start:6.1f}s[/] {message}")
+
+    return say
+
+
+def _machines(state: LabState) -> Mapping[str, Machine]:
+    """The lab servers' records in kpc's registry (empty before kpc's services ran)."""
+    from appliance.state.sqlite import open_store, state_db_path
+
+    if state.config is None or not state.config.is_file():
+        return {}
+    config = load_config(state.config)
+    if not state_db_path(config).is_file():
+        return {}
+    store = open_store(config)
+    try:
+        return {m.mac: m for m in store.machines()}
+    finally:
+        store.close()
+
+
+def _stop_services(environ: Mapping[str, str]) -> Callable[[Path], list[str]]:
+    """Removes the containers ``kpc up`` started with the lab's config (its prefix)."""
+
+    def stop(config_file: Path) -> list[str]:
+        from appliance.drivers.docker import Docker
+        from appliance.services.lifecycle import down, plan_down
+
+        try:
+            docker = Docker(environ)
+            down(docker, plan_down(load_config(config_file), docker, purge=False))
+        except KpcError as exc:
+            return [f"service containers: {exc.message}"]
+        return []
+
+    return stop
+
+
+@group.command("up")
+def up(
+    ctx: typer.Context,
+    nodes: int = typer.Option(3, "--nodes", "-n", help="How many servers."),
+    firmware: str = typer.Option(
+        "mixed", "--firmware", help="bios, uefi, or mixed (odd servers BIOS, even UEFI)."
+    ),
+    directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP, show_default=False),
+    name: str = typer.Option(
+        DEFAULT_NAME, "--name", help="Prefix of the lab's namespaces, links and nft table."
+    ),
+    memory: int = typer.Option(256, "--memory", help="MiB of RAM per server."),
+    cache: Path = typer.Option(DEFAULT_CACHE, "--cache", help="Where the lab OS is built."),
+    bootcfg_port: int = typer.Option(
+        8080, "--bootcfg-port", help="bootcfg's port in the lab config."
+    ),
+    registry_port: int = typer.Option(
+        5000, "--registry-port", help="The registry's port in the lab config."
+    ),
+    prefix: str = typer.Option(
+        "kpclab", "--services-prefix", help="Container name prefix in the lab config."
+    ),
+) -> None:
+    """Make the lab: namespaces and bridges (198.18.0.0/15, never routed out), a site router
+    (DHCP + IPv6 RA, no PXE), N powered-off QEMU servers (disk first) and one simulated BMC
+    per server; write the lab's site config. Idempotent when the same lab is up."""
+    c = cli(ctx)
+    if firmware not in ("bios", "uefi", "mixed"):
+        raise typer.BadParameter("must be bios, uefi or mixed", param_hint="--firmware")
+    choice: FirmwareChoice = (
+        "bios" if firmware == "bios" else "uefi" if firmware == "uefi" else "mixed"
+    )
+    request = UpRequest(
+        directory=_dir(c, directory),
+        nodes=nodes,
+        firmware=choice,
+        name=name,
+        memory_mib=memory,
+        cache=cache,
+        bootcfg_port=bootcfg_port,
+        registry_port=registry_port,
+        services_prefix=prefix,
+    )
+    say = _progress(c)
+
+    def tear_down(where: Path) -> None:
+        lab_down(where, say, stop_services=None)
+
+    result = lab_up(request, say, tear_down)
+    state = result.state
+    if result.already_up:
+        c.err.print(f"the lab in {state.directory} is already up (nothing changed)")
+    table = Table("server", "firmware", "MAC", "BMC", box=None, pad_edge=False)
+    for server in state.plan.servers:
+        table.add_row(server.name, server.firmware, server.mac, str(server.bmc_address))
+    c.err.print(table)
+    plan = state.plan
+    c.err.print(
+        f"lab {plan.name!r} is up in {state.directory}; deploy host {plan.deploy_address} on "
+        f"{plan.host_site_link}, BMC network {plan.bmc_net} on {plan.host_bmc_link}.\n"
+        "Next: kpc up; kpc bmc discover; kpc pxe-all --yes; kpc lab wait"
+    )
+    typer.echo(f"export KPC_CONFIG={result.config}")
+
+
+@group.command("status")
+def status(
+    ctx: typer.Context,
+    directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP, show_default=False),
+) -> None:
+    """Show the lab: its processes, network, and each server's power, registry state and
+    last console line."""
+    c = cli(ctx)
+    state = require_lab(_dir(c, directory))
+    st = lab_status(state, _machines(state))
+    plan = state.plan
+    c.out.print(
+        f"lab {plan.name!r} in {state.directory}: {state.phase}, {len(plan.servers)} servers "
+        f"({state.firmware}); config {state.config}"
+    )
+    if st.supervisor:
+        c.out.print(
+            f"supervisor pid {st.supervisor}: router and {len(st.children) - 1} of "
+            f"{len(plan.servers)} BMCs running"
+        )
+    else:
+        c.out.print("[bold red]supervisor not running[/]: the site router and BMCs are down")
+    for what in st.missing:
+        c.out.print(f"[bold red]missing:[/] {what}")
+    for role in st.gave_up:
+        c.out.print(f"[bold red]gave up restarting[/] {role}")
+    table = Table("server", "firmware", "MAC", "BMC", "power", "state", "address", "console")
+    for s in st.servers:
+        address = s.machine.management_address if s.machine else None
+        table.add_row(
+            s.server.name,
+            s.server.firmware,
+            s.server.mac,
+            str(s.server.bmc_address),
+            s.power,
+            s.state,
+            address or "-",
+            s.serial[-60:],
+        )
+    c.out.print(table)
+    if state.phase != "up" or not st.supervisor or st.missing:
+        raise typer.Exit(1)
+
+
+@group.command("wait")
+def wait(
+    ctx: typer.Context,
+    directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP, show_default=False),
+    state_name: str = typer.Option("ready", "--state", help="The registry state to wait for."),
+    timeout: float = typer.Option(900.0, "--timeout", help="Seconds before giving up."),
+) -> None:
+    """Wait until every lab server has this state in kpc's registry (default: ready). On
+    timeout, name each late server with the end of its serial console."""
+    c = cli(ctx)
+    try:
+        want = MachineState(state_name)
+    except ValueError:
+        choices = ", ".join(s.value for s in MachineState)
+        raise typer.BadParameter(f"must be one of {choices}", param_hint="--state") from None
+    state = require_lab(_dir(c, directory))
+    say = _progress(c)
+
+    def show(p: WaitProgress) -> None:
+        counts: dict[str, int] = {}
+        for value in p.states.values():
+            counts[value] = counts.get(value, 0) + 1
+        say(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+    took = wait_for_state(
+        state, lambda: _machines(state), want=want, timeout=timeout, progress=show
+    )
+    c.err.print(f"all {len(state.plan.servers)} lab servers are {want.value} after {took:.0f}s")
+
+
+@group.command("console")
+def console(
+    ctx: typer.Context,
+    server: str = typer.Argument(..., help="Server name (server1), number or MAC."),
+    lines: int = typer.Option(40, "--lines", "-n", help="How many lines."),
+    directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP, show_default=False),
+) -> None:
+    """Print the end of a lab server's serial console."""
+    c = cli(ctx)
+    state = require_lab(_dir(c, directory))
+    found = state.plan.server(server)
+    for line in serial_tail(LabPaths(state.directory).server(found).serial_log, lines):
+        typer.echo(line)
+
+
+@group.command("down")
+def down(
+    ctx: typer.Context,
+    directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP, show_default=False),
+) -> None:
+    """Remove the lab: its service containers, processes, servers, namespaces, links,
+    nftables table and files (also after an interrupted 'kpc lab up')."""
+    c = cli(ctx)
+    where = _dir(c, directory)
+    result = lab_down(where, _progress(c), stop_services=_stop_services(c.environ))
+    if not result.found:
+        c.err.print(f"there is no lab in {where}: nothing to do")
+        return
+    for problem in result.problems:
+        c.err.print(f"[bold yellow]warning:[/] {problem}")
+    c.err.print(f"the lab in {where} is gone")
+
+
+@group.command("build-os")
+def build_os(
+    ctx: typer.Context,
+    cache: Path = typer.Option(DEFAULT_CACHE, "--cache", help="Where the lab OS is built."),
+) -> None:
+    """Build the lab OS (Debian cloud kernel, busybox initramfs, BIOS+UEFI disk image) into
+    the cache, or show the one already there. 'kpc lab up' does this itself."""
+    c = cli(ctx)
+    built = build_lab_os(cache, _progress(c))
+    for path in built.files():
+        c.out.print(f"{path}  {path.stat().st_size} bytes")
+
+
+@group.command("supervise", hidden=True)
+def supervise_cmd(
+    directory: Path = typer.Option(..., "--dir", help="The lab's directory."),
+) -> None:
+    """Run the lab's site router and BMCs until SIGTERM (started by 'kpc lab up')."""
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    supervise(directory, stop)
 
 
 def register(app: typer.Typer) -> None:

@@ -30,10 +30,8 @@ def conflicts(plan: LabPlan) -> list[str]:
 def _host_link(plan: LabPlan, link: str, peer: str, bridge: str, cidr: str, record: Record) -> None:
     record(Resource("link", link))
     netns.veth_add(link, peer, None, plan.switch_ns)
-    # no IPv6 (so no router advertisement can give this host a route into the lab) and no
-    # forwarding of what arrives here: this host answers the lab, never routes it
+    # no IPv6, so the lab router's advertisements cannot give this host a route into the lab
     netns.sysctl_set(f"net.ipv6.conf.{link}.disable_ipv6", "1")
-    netns.sysctl_set(f"net.ipv4.conf.{link}.forwarding", "0")
     netns.address_add(link, cidr)
     netns.link_set(link)
     netns.link_set(peer, plan.switch_ns, master=bridge)

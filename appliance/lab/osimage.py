@@ -37,7 +37,7 @@ MBR_SIGNATURE = b"\x55\xaa"
 # Kernel modules the lab OS needs (names as modinfo prints them); dependencies are added.
 WANTED_MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "virtio_rng")
 
-KERNEL_ARGS_INSTALLED = "console=ttyS0 panic=10 kpc.role=installed"
+KERNEL_ARGS_INSTALLED = "console=ttyS0 quiet panic=10 kpc.role=installed"
 
 
 @dataclass(frozen=True)

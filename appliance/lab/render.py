@@ -48,13 +48,16 @@ def router_ula() -> str:
 
 
 def nft_ruleset(plan: LabPlan) -> str:
-    """Drop every forwarded packet from or to the lab's host-side links: the lab's networks
-    reach this host's own services, never anything beyond it."""
+    """The lab's networks reach this host, never anything beyond it: drop every forwarded
+    packet from or to the lab's host-side links, except connections to this host's own
+    published container ports (Docker DNATs them to its bridge; kpc's services use them)."""
     links = ", ".join(f'"{link}"' for link in plan.host_links)
     return (
         f"table inet {plan.nft_table} {{\n"
         "  chain forward {\n"
         "    type filter hook forward priority filter - 10; policy accept;\n"
+        f"    iifname {{ {links} }} ct status dnat accept\n"
+        f"    oifname {{ {links} }} ct state established,related ct status dnat accept\n"
         f"    iifname {{ {links} }} drop\n"
         f"    oifname {{ {links} }} drop\n"
         "  }\n"
@@ -108,8 +111,16 @@ def site_config(
             "timeout": 5.0,
         },
         "os": {"version": "current"},
-        "bootcfg": {"port": bootcfg_port, "data_dir": str(directory / "bootcfg")},
-        "registry": {"port": registry_port, "storage": str(directory / "registry")},
+        "bootcfg": {
+            "listen": str(plan.deploy_address),
+            "port": bootcfg_port,
+            "data_dir": str(directory / "bootcfg"),
+        },
+        "registry": {
+            "address": str(plan.deploy_address),
+            "port": registry_port,
+            "storage": str(directory / "registry"),
+        },
         "services": {"prefix": services_prefix},
         "ssh": {"user": "core", "private_key": str(ssh_private_key)},
         "paths": {

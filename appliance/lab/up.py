@@ -1,0 +1,306 @@
+"""``kpc lab up``: make the virtual lab, or say plainly why not.
+
+Order: check tools and the directory; build (or reuse) the lab OS; then record-and-make
+the nftables guard, namespaces, bridges and links; the servers' disks and VM specs; the
+lab's site config and bootcfg data; the supervisor (site router + one BMC per server);
+wait until every BMC answers IPMI. A failure part-way removes what was made.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.config import load_config
+from appliance.drivers import netns, process
+from appliance.errors import KpcError, ToolMissing, UsageError
+from appliance.keys import parse_authorized_keys
+from appliance.lab import network, render
+from appliance.lab.bootcfg_data import prepare_data_dir
+from appliance.lab.layout import LabPaths
+from appliance.lab.osbuild import LabOs, build_lab_os
+from appliance.lab.plan import FirmwareChoice, LabPlan, make_plan
+from appliance.lab.state import LabState, Resource, load_state, record, save_state
+from appliance.lab.supervisor import read_record
+from appliance.lab.vmspec import Accel, VmSpec, spec_to_json
+
+Progress = Callable[[str], None]
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+SERCON_PORT = b"\xf8\x03"  # 0x3f8, COM1: SeaBIOS copies its screen (and iPXE's) there
+TOOLS = {
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+    "dnsmasq": "dnsmasq-base",
+    "ip": "iproute2",
+    "nft": "nftables",
+    "ipmitool": "ipmitool",
+    "ssh-keygen": "openssh-client",
+}
+BMC_READY_TIMEOUT = 60.0
+BMC_USER = "admin"
+
+
+class LabError(KpcError):
+    """The lab cannot be made, or is not in the state asked for."""
+
+
+@dataclass(frozen=True)
+class UpRequest:
+    directory: Path
+    nodes: int
+    firmware: FirmwareChoice = "mixed"
+    name: str = "kpcl"
+    memory_mib: int = 256
+    cache: Path = Path("/var/cache/kpc/lab-os")
+    accel: Accel = "tcg"
+    bootcfg_port: int = 8080
+    registry_port: int = 5000
+    services_prefix: str = "kpclab"
+    flatcar_assets: Path | None = None  # assets/flatcar of a data dir 'kpc assets fetch' filled
+
+
+@dataclass(frozen=True)
+class UpResult:
+    state: LabState
+    config: Path
+    already_up: bool = False
+
+
+def check_prerequisites(plan: LabPlan) -> None:
+    """Root, the programs the lab runs, and OVMF when a server boots UEFI."""
+    if os.geteuid() != 0:
+        raise LabError(
+            "the virtual lab needs root (it makes network namespaces and bridges)",
+            hint="run it as root (sudo kpc lab up ...)",
+        )
+    for tool, package in TOOLS.items():
+        process.which(tool, package)
+    if any(s.firmware == "uefi" for s in plan.servers):
+        for path in (OVMF_CODE, OVMF_VARS):
+            if not path.is_file():
+                raise ToolMissing(f"OVMF (UEFI firmware for QEMU, {path})", "ovmf")
+
+
+def _check_directory(directory: Path) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"--dir {directory} is a file, not a directory")
+    if directory.is_dir() and any(directory.iterdir()):
+        raise UsageError(
+            f"{directory} is not empty and holds no lab: kpc lab up makes its files in an "
+            "empty directory (kpc lab down removes them again)",
+            hint="give another --dir, or empty this one",
+        )
+
+
+def _existing(state: LabState, plan: LabPlan, firmware: str) -> UpResult | None:
+    """An existing lab: the same one (already up), or a clear refusal."""
+    where = state.directory
+    if state.phase != "up":
+        raise LabError(
+            f"the lab in {where} is not complete (its state is {state.phase!r}: kpc lab up "
+            "was interrupted, or kpc lab down did not finish)",
+            hint=f"remove it with 'kpc lab down --dir {where}', then run kpc lab up again",
+        )
+    if state.plan != plan or state.firmware != firmware:
+        have = f"{len(state.plan.servers)} servers ({state.firmware})"
+        raise LabError(
+            f"a different lab is already up in {where}: {have}",
+            hint=f"'kpc lab down --dir {where}' first, or use another --dir and --name",
+        )
+    return UpResult(state, state.config or LabPaths(where).config, already_up=True)
+
+
+def _server_files(state: LabState, paths: LabPaths, accel: Accel) -> None:
+    paths.sercon.write_bytes(SERCON_PORT)
+    for server in state.plan.servers:
+        sp = paths.server(server)
+        sp.directory.mkdir(parents=True, exist_ok=True)
+        process.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", str(sp.disk), f"{state.plan.disk_gib}G"]
+        )
+        uefi = server.firmware == "uefi"
+        spec = VmSpec(
+            name=server.name,
+            firmware=server.firmware,
+            memory_mib=server.memory_mib,
+            mac=server.mac,
+            netns=state.plan.switch_ns,
+            tap=server.tap,
+            disk=sp.disk,
+            serial_log=sp.serial_log,
+            qmp_socket=sp.qmp_socket,
+            qemu_log=sp.qemu_log,
+            ovmf_code=OVMF_CODE if uefi else None,
+            ovmf_vars_template=OVMF_VARS if uefi else None,
+            ovmf_vars=sp.ovmf_vars if uefi else None,
+            sercon=None if uefi else paths.sercon,
+            accel=accel,
+        )
+        sp.spec.write_text(spec_to_json(spec), encoding="utf-8")
+
+
+def _secret_file(path: Path, value: str) -> None:
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(value + "\n")
+
+
+def _ssh_key(paths: LabPaths) -> None:
+    paths.ssh_key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    process.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kpc-lab", "-f", str(paths.ssh_key)]
+    )
+
+
+def bmc_power_state(
+    address: str, user: str, password_file: Path, timeout: float = 3.0
+) -> str | None:
+    """``on``/``off`` as the BMC at ``address`` reports it over IPMI, None if it does not
+    answer. ipmitool reads the password from the file (``-f``), never from argv."""
+    result = process.run(
+        [
+            *("ipmitool", "-I", "lanplus", "-H", address, "-U", user),
+            *("-f", str(password_file), "-N", "1", "-R", "1", "power", "status"),
+        ],
+        check=False,
+        timeout=timeout,
+    )
+    words = result.stdout.strip().split()
+    return words[-1] if result.returncode == 0 and words else None
+
+
+def _start_supervisor(state: LabState, paths: LabPaths) -> None:
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "appliance", "lab", "supervise", "--dir", str(state.directory)]
+    child = netns.spawn(
+        argv, log_file=paths.supervisor_log, new_session=True, die_with_parent=False
+    )
+    record(
+        state,
+        Resource(
+            "process", "supervisor", pid=child.pid, start_time=netns.process_start_time(child.pid)
+        ),
+    )
+
+
+def _log_tail(path: Path, lines: int = 6) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    tail = [line for line in text.splitlines() if line.strip()][-lines:]
+    return "\n".join(f"    {line}" for line in tail) or "    (empty log)"
+
+
+def _wait_for_bmcs(state: LabState, paths: LabPaths, progress: Progress) -> None:
+    deadline = time.monotonic() + BMC_READY_TIMEOUT
+    waiting = list(state.plan.servers)
+    while True:
+        waiting = [
+            s
+            for s in waiting
+            if bmc_power_state(str(s.bmc_address), BMC_USER, paths.bmc_password) is None
+        ]
+        if not waiting:
+            break
+        supervisor = state.processes()[-1]
+        if supervisor.pid is not None and netns.process_start_time(supervisor.pid) is None:
+            raise LabError(
+                "the lab's supervisor exited while starting:\n" + _log_tail(paths.supervisor_log),
+            )
+        record = read_record(paths) or {}
+        gave_up = record.get("gave_up") or []
+        if time.monotonic() > deadline or gave_up:
+            details = "\n".join(
+                f"  {s.name} ({s.bmc_address}), the end of {paths.server(s).bmc_log}:\n"
+                + _log_tail(paths.server(s).bmc_log)
+                for s in waiting
+            )
+            raise LabError(
+                f"{len(waiting)} simulated BMCs do not answer IPMI"
+                + (" (they keep exiting)" if gave_up else f" after {BMC_READY_TIMEOUT:.0f}s")
+                + f":\n{details}",
+                hint="the lab was removed again; fix what the logs above say and rerun",
+            )
+        time.sleep(0.5)
+    progress(f"{len(state.plan.servers)} simulated BMCs answer IPMI")
+
+
+def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], object]) -> UpResult:
+    """Make the lab described by ``request``; ``tear_down`` removes a half-made one."""
+    plan = make_plan(
+        request.nodes, request.firmware, name=request.name, memory_mib=request.memory_mib
+    )
+    directory = request.directory.absolute()
+    existing = load_state(directory)
+    if existing is not None:
+        result = _existing(existing, plan, request.firmware)
+        if result is not None:
+            return result
+    _check_directory(directory)
+    check_prerequisites(plan)
+    taken = network.conflicts(plan)
+    if taken:
+        raise LabError(
+            f"lab {plan.name!r} cannot be made: these already exist: {', '.join(taken)}",
+            hint="another lab of that name is up (kpc lab down --dir ITS_DIR), or choose --name",
+        )
+    lab_os: LabOs = build_lab_os(request.cache, progress)
+    progress(f"lab OS {lab_os.version} (kernel {lab_os.kernel_release}) in {lab_os.directory}")
+
+    paths = LabPaths(directory)
+    state = LabState(
+        directory=directory,
+        plan=plan,
+        firmware=request.firmware,
+        lab_os=lab_os.directory,
+        config=paths.config,
+    )
+    save_state(state)
+    try:
+        progress(
+            f"network: namespaces {', '.join(plan.namespaces)}; host links "
+            f"{plan.host_site_link} ({plan.deploy_address}) and {plan.host_bmc_link} "
+            f"({plan.deploy_bmc_address})"
+        )
+        network.create_network(plan, lambda resource: record(state, resource))
+        progress(f"servers: {len(plan.servers)} VMs, powered off, disk first")
+        _server_files(state, paths, request.accel)
+        _secret_file(paths.bmc_password, secrets.token_hex(8))  # IPMI: at most 16-20 bytes
+        _ssh_key(paths)
+        config_text = render.site_config(
+            plan,
+            directory=directory,
+            bmc_user=BMC_USER,
+            bmc_password_file=paths.bmc_password,
+            ssh_private_key=paths.ssh_key,
+            bootcfg_port=request.bootcfg_port,
+            registry_port=request.registry_port,
+            services_prefix=request.services_prefix,
+        )
+        paths.config.write_text(config_text, encoding="utf-8")
+        config = load_config(paths.config)
+        public = paths.ssh_key.with_suffix(".pub")
+        keys = parse_authorized_keys(public.read_text(encoding="utf-8"), str(public)).keys
+        boots = prepare_data_dir(config, lab_os, keys, flatcar_assets=request.flatcar_assets)
+        progress(f"bootcfg data in {config.bootcfg.data_dir}: the installer boots {boots}")
+        progress("site router and simulated BMCs: starting")
+        _start_supervisor(state, paths)
+        _wait_for_bmcs(state, paths, progress)
+        state.phase = "up"
+        save_state(state)
+    except BaseException:
+        state.phase = "failed"
+        save_state(state)
+        progress("lab up failed: removing what it made")
+        tear_down(directory)
+        raise
+    return UpResult(state, paths.config)
