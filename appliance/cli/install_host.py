@@ -190,7 +190,7 @@ def install_host(
             hint="run it as 'sudo -E kpc install-host' (-E keeps SSH_CONNECTION)",
         )
     request = flow.Request(
-        config_path=c.config_path,
+        config_path=c.config_path.absolute(),
         installer=parse_installer(installer),
         authorized_keys=authorized_keys_path(c.environ, os.geteuid()),
         ssh_keys=tuple(ssh_key),

@@ -46,10 +46,8 @@ class BlockDevice:
         return self.type == "part"
 
     def describe(self) -> str:
-        """``model serial`` as lsblk shows them, for prompts."""
-        bits = [b for b in (self.vendor, self.model) if b]
-        text = " ".join(bits) or "-"
-        return text
+        """The model as lsblk shows it (the vendor when there is no model), for prompts."""
+        return self.model or self.vendor or "-"
 
 
 class LsblkError(KpcError):

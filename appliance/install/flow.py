@@ -29,6 +29,7 @@ from appliance.install.address import HostAddress, choose_address, host_addresse
 from appliance.install.disks import BlockDevice
 from appliance.install.installer import installer_argv
 from appliance.install.newroot import (
+    KPC_DIR,
     ROOT_LABEL,
     CopyItem,
     copy_into,
@@ -42,9 +43,12 @@ from appliance.install.survey import Survey, survey
 from appliance.keys import AuthorizedKey, KeyCollection, collect_keys
 from appliance.render.ignition import render_ignition, site_context
 from appliance.resources import KINDS, resource_dir
+from appliance.services.units import systemd_services
 
 DEFAULT_WORK_DIR = Path("/run/kpc/install-host")
 IGNITION_TEMPLATE = "deployhost.ign.j2"
+SECRETS_ENV = "secrets.env"
+INSTALLED_SOURCE_DIR = Path("/") / KPC_DIR
 
 
 class UnsafeDevice(KpcError):
@@ -168,6 +172,9 @@ def _effective(config: SiteConfig, target: TargetOs) -> SiteConfig:
 def _copy_items(config: SiteConfig, config_path: Path) -> list[CopyItem]:
     items = [CopyItem(config_path, "kpc.yaml")]
     items += [CopyItem(resource_dir(kind, config.paths.source_dir), kind) for kind in KINDS]
+    secrets = config.paths.source_dir / SECRETS_ENV
+    if secrets.is_file():  # the services' secrets by name (mode 0600 is kept)
+        items.append(CopyItem(secrets, SECRETS_ENV))
     return items
 
 
@@ -192,6 +199,11 @@ def prepare(req: Request, ui: Ui) -> Prepared:
     for reason in target.reasons:
         ui.detail(reason)
     effective = _effective(config, target)
+    if config.paths.source_dir != INSTALLED_SOURCE_DIR:
+        ui.warn(
+            f"paths.source_dir is {config.paths.source_dir}, but on the installed host kpc's "
+            f"files will be in {INSTALLED_SOURCE_DIR}; change the setting there after rebooting"
+        )
 
     ui.step("SSH keys for the 'core' user")
     keys = collect_keys(req.authorized_keys, req.ssh_keys)
@@ -210,7 +222,7 @@ def prepare(req: Request, ui: Ui) -> Prepared:
         template_text = template.read_text(encoding="utf-8")
     except OSError as exc:
         raise KpcError(f"cannot read {template}: {exc.strerror}") from None
-    context = site_context(effective, keys.keys)
+    context = site_context(effective, keys.keys, services=systemd_services(effective))
     ignition = json.dumps(render_ignition(template_text, context, source=str(template)), indent=2)
     ui.detail(f"from {template}: {len(ignition)} bytes")
     return Prepared(detected, target, config, config_text, keys.keys, ignition, copy_items)

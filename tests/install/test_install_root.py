@@ -1,0 +1,385 @@
+"""kpc install-host for real, as root: loop devices as disks, a stand-in installer.
+
+The stand-in (stand_in_installer.sh) partitions the loop device and makes an ext4 filesystem
+labelled ROOT, so finding, mounting and copying onto the new root runs for real.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from appliance.cli.main import app
+from appliance.config import parse_config
+from tests.conftest import REPO, missing, require_root, require_tool, wait_for
+
+HERE = Path(__file__).parent
+STAND_IN = HERE / "stand_in_installer.sh"
+OS_TREE = HERE / "fixtures" / "os" / "flatcar-beta"
+DISK_SIZE = 64 << 20
+
+
+@dataclass
+class Loop:
+    device: str
+    image: Path
+
+    @property
+    def name(self) -> str:
+        return self.device.removeprefix("/dev/")
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        with self.image.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+
+
+def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=check)
+
+
+def _mounts_of(prefix: str) -> list[str]:
+    """Mount points whose source or target starts with ``prefix``."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        dash = fields.index("-")
+        if fields[4].startswith(prefix) or fields[dash + 2].startswith(prefix):
+            found.append(fields[4])
+    return found
+
+
+@pytest.fixture
+def loops(tmp_path: Path) -> Iterator[Callable[..., Loop]]:
+    """Factory for file-backed loop devices; all unmounted and detached afterwards."""
+    require_root()
+    require_tool("losetup", "sfdisk", "mkfs.ext4", "blkid", "lsblk", "mount", "umount")
+    made: list[Loop] = []
+
+    def make(read_only: bool = False) -> Loop:
+        image = tmp_path / f"disk{len(made)}.img"
+        with image.open("wb") as f:
+            f.truncate(DISK_SIZE)
+        argv = ["losetup", "--find", "--show", "--partscan"]
+        if read_only:
+            argv.append("--read-only")
+        device = _sh(*argv, str(image)).stdout.strip()
+        loop = Loop(device, image)
+        made.append(loop)
+        return loop
+
+    yield make
+    for loop in made:
+        for point in reversed(_mounts_of(loop.device)):
+            _sh("umount", "--lazy", point, check=False)
+        _sh("losetup", "--detach", loop.device, check=False)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> dict[str, Path]:
+    """A site config, kpc's resource directories, an SSH key, a HOME, a record dir."""
+    require_tool("ssh-keygen")
+    source = tmp_path / "source"
+    shutil.copytree(REPO / "ignition", source / "ignition")
+    for kind in ("containers", "kolla", "compose"):
+        (source / kind / "sub").mkdir(parents=True)
+        (source / kind / "sub" / f"{kind}.txt").write_text(f"{kind} definition\n")
+    config = tmp_path / "etc" / "kpc.yaml"
+    config.parent.mkdir()
+    config.write_text(
+        "provisioning: {interface: kpcE0, address: 198.18.0.1, subnet: 198.18.0.0/24}\n"
+        f"paths: {{source_dir: {source}}}\n"
+    )
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    key = home / ".ssh" / "id_ed25519"
+    _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "operator@kpcE", "-f", str(key))
+    shutil.copy(key.with_suffix(".pub"), home / ".ssh" / "authorized_keys")
+    record = tmp_path / "record"
+    record.mkdir()
+    return {
+        "config": config,
+        "source": source,
+        "home": home,
+        "pub": key.with_suffix(".pub"),
+        "record": record,
+        "work": tmp_path / "run" / "install-host",
+    }
+
+
+def _args(site: dict[str, Path], mode: str = "ok", *extra: str) -> list[str]:
+    return [
+        "--config",
+        str(site["config"]),
+        "install-host",
+        "--installer",
+        f"{STAND_IN} {site['record']} {mode}",
+        "--work-dir",
+        str(site["work"]),
+        "--os-root",
+        str(OS_TREE),
+        *extra,
+    ]
+
+
+def _invoke(site: dict[str, Path], *args: str, input: str | None = None) -> tuple[int, str]:
+    env = {"HOME": str(site["home"]), "SUDO_USER": "", "SSH_CONNECTION": "", "COLUMNS": "200"}
+    result = CliRunner().invoke(app, list(args), input=input, env=env)
+    return result.exit_code, result.output
+
+
+def _nothing_left(site: dict[str, Path], loop: Loop) -> None:
+    assert _mounts_of(loop.device) == []
+    assert _mounts_of(str(site["work"].parent)) == []
+    assert not site["work"].exists(), f"work directory {site['work']} was left behind"
+
+
+def test_interactive_install_copies_kpc_files_onto_the_new_root(
+    loops: Callable[..., Loop], site: dict[str, Path], tmp_path: Path
+) -> None:
+    loop = loops()
+    code, out = _invoke(site, *_args(site), input=f"{loop.name}\n{loop.name}\n")
+    assert code == 0, out
+
+    argv = (site["record"] / "argv").read_text().split("\n")[:-1]
+    ignition = site["work"] / "deployhost.ign"
+    assert argv == ["-d", loop.device, "-C", "beta", "-V", "3850.1.0", "-i", str(ignition)]
+    rendered = json.loads((site["record"] / "ignition.json").read_text())
+    pub = site["pub"].read_text().strip()
+    assert rendered["passwd"]["users"][0]["sshAuthorizedKeys"] == [pub]
+    assert "stand-in installer: done" in out
+    assert "kpc images build" in out and "kpc up" in out
+    _nothing_left(site, loop)
+
+    # Look at the new root ourselves.
+    part = f"{loop.device}p2"
+    assert _sh("blkid", "-p", "-s", "LABEL", "-o", "value", part).stdout.strip() == "ROOT"
+    check = tmp_path / "check"
+    check.mkdir()
+    _sh("mount", "-o", "ro", part, str(check))
+    try:
+        kpc = check / "etc" / "kpc"
+        assert (kpc / "kpc.yaml").read_text() == site["config"].read_text()
+        assert (kpc / "ignition" / "deployhost.ign.j2").is_file()
+        for kind in ("containers", "kolla", "compose"):
+            assert (kpc / kind / "sub" / f"{kind}.txt").read_text() == f"{kind} definition\n"
+    finally:
+        _sh("umount", str(check))
+
+
+def test_dry_run_prints_the_exact_command_and_writes_nothing(
+    loops: Callable[..., Loop], site: dict[str, Path]
+) -> None:
+    loop = loops()
+    before = loop.digest()
+    code, out = _invoke(site, *_args(site, "ok", "--device", loop.device, "--dry-run"))
+    assert code == 0, out
+    ignition = site["work"] / "deployhost.ign"
+    command = f"{STAND_IN} {site['record']} ok -d {loop.device} -C beta -V 3850.1.0 -i {ignition}"
+    assert f"would run: {command}" in out
+    assert "Dry run finished: nothing was written." in out
+    assert not (site["record"] / "argv").exists()
+    assert loop.digest() == before
+    _nothing_left(site, loop)
+
+
+def test_wrong_name_at_the_prompt_aborts_and_touches_nothing(
+    loops: Callable[..., Loop], site: dict[str, Path]
+) -> None:
+    loop = loops()
+    before = loop.digest()
+    code, out = _invoke(site, *_args(site, "ok", "--device", loop.device), input="sda\n")
+    assert code == 3, out
+    assert f"you typed 'sda', not {loop.name}: nothing was written" in out
+    assert not (site["record"] / "argv").exists()
+    assert loop.digest() == before
+    _nothing_left(site, loop)
+    # end of input at the prompt is a "no" too
+    code, out = _invoke(site, *_args(site, "ok", "--device", loop.device), input="")
+    assert code == 3 and "nothing was written" in out
+    assert loop.digest() == before
+
+
+def _refused(site: dict[str, Path], device: str, loop: Loop | None = None) -> str:
+    before = loop.digest() if loop else None
+    code, out = _invoke(site, *_args(site, "ok", "--device", device, "--yes"))
+    assert code == 4, out
+    assert f"refusing to install to {device}" in out
+    assert not (site["record"] / "argv").exists(), "the installer ran"
+    if loop is not None:
+        assert loop.digest() == before
+        _nothing_left(site, loop)
+    return out
+
+
+def test_refuses_a_partition(loops: Callable[..., Loop], site: dict[str, Path]) -> None:
+    loop = loops()
+    subprocess.run(
+        ["sfdisk", "--quiet", loop.device], input="label: gpt\n,,L\n", text=True, check=True
+    )
+    _sh("partprobe", loop.device)
+    wait_for(lambda: Path(f"{loop.device}p1").exists(), 10, f"{loop.device}p1 to appear")
+    out = _refused(site, f"{loop.device}p1", loop)
+    assert f"is a partition of /dev/{loop.name}; kpc installs to a whole disk" in out
+
+
+def test_refuses_a_mounted_device(
+    loops: Callable[..., Loop], site: dict[str, Path], tmp_path: Path
+) -> None:
+    loop = loops()
+    _sh("mkfs.ext4", "-q", "-F", loop.device)
+    point = tmp_path / "busy"
+    point.mkdir()
+    _sh("mount", "-o", "ro,noload", loop.device, str(point))  # read-only: the digest holds
+    try:
+        before = loop.digest()
+        code, out = _invoke(site, *_args(site, "ok", "--device", loop.device, "--yes"))
+        assert code == 4, out
+        assert f"has a mounted filesystem ({loop.name} on {point})" in out
+        assert not (site["record"] / "argv").exists()
+    finally:
+        _sh("umount", str(point))
+    assert loop.digest() == before
+
+
+def test_refuses_a_read_only_device(loops: Callable[..., Loop], site: dict[str, Path]) -> None:
+    loop = loops(read_only=True)
+    out = _refused(site, loop.device, loop)
+    assert "is read-only" in out
+
+
+def test_refuses_the_device_of_root(site: dict[str, Path]) -> None:
+    require_root()
+    source = _sh("findmnt", "-n", "-o", "SOURCE", "--target", "/").stdout.strip()
+    assert source.startswith("/dev/"), f"/ is not on a block device here ({source})"
+    disk = _sh("lsblk", "-n", "-d", "-o", "PKNAME", source).stdout.strip()
+    device = f"/dev/{disk}" if disk else source
+    out = _refused(site, device)
+    assert "holds the running system (/ is mounted from" in out
+
+
+def test_installer_failure_is_reported_and_cleaned_up(
+    loops: Callable[..., Loop], site: dict[str, Path]
+) -> None:
+    loop = loops()
+    code, out = _invoke(site, *_args(site, "fail", "--device", loop.device, "--yes"))
+    assert code == 1, out
+    assert "the installer failed with exit code 3" in out
+    assert "error: simulated download failure" in out
+    assert "Nothing is left mounted" in out
+    _nothing_left(site, loop)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_installer_is_stopped_and_cleaned_up(
+    loops: Callable[..., Loop], site: dict[str, Path], signum: int
+) -> None:
+    loop = loops()
+    argv = [
+        sys.executable,
+        "-m",
+        "appliance",
+        *_args(site, "hang", "--device", loop.device, "--yes"),
+    ]
+    env = {**os.environ, "HOME": str(site["home"]), "SSH_CONNECTION": ""}
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, cwd=REPO,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: (site["record"] / "started").exists() or proc.poll() is not None,
+                 60, "the stand-in installer to start")  # fmt: skip
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    assert f"interrupted while the installer was writing {loop.device}" in err
+    _nothing_left(site, loop)
+    pid = int((site["record"] / "pid").read_text())
+    assert not Path(f"/proc/{pid}").exists(), "the installer process was left behind"
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """kpc's resource files as a development checkout would hold them (the fallback used when
+    the site config's paths.source_dir, /etc/kpc by default, has none)."""
+    fake = tmp_path / "checkout"
+    shutil.copytree(REPO / "ignition", fake / "ignition")
+    for kind in ("containers", "kolla", "compose"):
+        (fake / kind).mkdir()
+        (fake / kind / "README").write_text(f"{kind}\n")
+    monkeypatch.setattr("appliance.resources.CHECKOUT", fake)
+    return fake
+
+
+def _host_address() -> str:
+    from appliance.install.address import host_addresses
+
+    found = host_addresses()
+    if not found:
+        missing("this host has no global IPv4 address")
+    return str(found[0].address)
+
+
+def test_without_a_site_config_one_is_written_for_the_ssh_address(
+    loops: Callable[..., Loop], site: dict[str, Path], checkout: Path, tmp_path: Path
+) -> None:
+    loop = loops()
+    address = _host_address()
+    config = tmp_path / "new" / "kpc.yaml"
+    args = _args(site, "ok", "--device", loop.device, "--yes")
+    args[1] = str(config)
+    env = {"HOME": str(site["home"]), "SSH_CONNECTION": f"192.0.2.250 40000 {address} 22"}
+    result = CliRunner().invoke(app, args, env={**env, "SUDO_USER": "", "COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "the address your SSH session reached" in result.output
+    written = parse_config(config.read_text(), str(config))
+    assert str(written.provisioning.address) == address
+    assert (written.os.channel, written.os.version) == ("beta", "3850.1.0")
+    _nothing_left(site, loop)
+
+    check = tmp_path / "check"
+    check.mkdir()
+    _sh("mount", "-o", "ro", f"{loop.device}p2", str(check))
+    try:
+        kpc = check / "etc" / "kpc"
+        assert (kpc / "kpc.yaml").read_text() == config.read_text()
+        assert (kpc / "kolla" / "README").read_text() == "kolla\n"
+    finally:
+        _sh("umount", str(check))
+
+
+def test_dry_run_without_config_asks_for_the_address_and_writes_nothing(
+    loops: Callable[..., Loop], site: dict[str, Path], checkout: Path, tmp_path: Path
+) -> None:
+    loop = loops()
+    address = _host_address()
+    config = tmp_path / "new" / "kpc.yaml"
+    args = _args(site, "ok", "--device", loop.device, "--dry-run")
+    args[1] = str(config)
+    code, out = _invoke(site, *args, input=f"{address}\n")
+    assert code == 0, out
+    assert "SSH_CONNECTION is not set" in out
+    assert f"would write the site config {config}" in out
+    assert f"address: {address}" in out
+    assert not config.exists() and not config.parent.exists()
+    # an answer that is not in the list stops the run
+    code, out = _invoke(site, *args, input="999\n")
+    assert code == 3 and "'999' is not one of the listed addresses" in out
