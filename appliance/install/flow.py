@@ -132,12 +132,13 @@ class Prepared:
 # --- preparing (reads only) -------------------------------------------------------------
 
 
-def _pick_address(req: Request, ui: Ui) -> HostAddress:
+def _pick_address(req: Request, ui: Ui) -> tuple[HostAddress, str]:
+    """The management address and why it was chosen."""
     addresses = host_addresses()
     if req.address is not None:
         for candidate in addresses:
             if str(candidate.address) == req.address:
-                return candidate
+                return candidate, "given with --address"
         known = ", ".join(a.describe() for a in addresses) or "none"
         raise UsageError(
             f"--address {req.address} is not a global IPv4 address of this host (it has: {known})"
@@ -145,7 +146,7 @@ def _pick_address(req: Request, ui: Ui) -> HostAddress:
     choice = choose_address(addresses, req.ssh_connection)
     if choice.chosen is not None:
         ui.detail(f"management address {choice.chosen.describe()}: {choice.note}")
-        return choice.chosen
+        return choice.chosen, choice.note
     if not choice.candidates:
         raise KpcError(
             "this host has no global IPv4 address to serve the provisioning network from",
@@ -155,12 +156,12 @@ def _pick_address(req: Request, ui: Ui) -> HostAddress:
         if len(choice.candidates) == 1:
             only = choice.candidates[0]
             ui.detail(f"management address {only.describe()}: the host's only global address")
-            return only
+            return only, "the host's only global IPv4 address"
         raise UsageError(
             f"cannot choose the management address without asking ({choice.note})",
             hint="pass --address ADDR, or run 'sudo -E kpc install-host' from your SSH session",
         )
-    return ui.choose_address(choice.candidates, choice.note)
+    return ui.choose_address(choice.candidates, choice.note), "chosen by the operator"
 
 
 def _effective(config: SiteConfig, target: TargetOs) -> SiteConfig:
@@ -192,8 +193,8 @@ def prepare(req: Request, ui: Ui) -> Prepared:
         target = resolve_target(detected, config.os)
     else:
         target = resolve_target(detected, Os())
-        address = _pick_address(req, ui)
-        config_text = new_site_config(address, target)
+        address, why = _pick_address(req, ui)
+        config_text = new_site_config(address, target, why)
         config = parse_config(config_text, source=str(req.config_path))
         ui.detail(f"{req.config_path} does not exist; kpc will write one for {address.address}")
     for reason in target.reasons:

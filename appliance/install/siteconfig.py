@@ -1,29 +1,28 @@
-"""The site config install-host writes when there is none: what it chose, nothing more. Pure."""
+"""The site config install-host writes when there is none. Pure.
+
+It is the same fully commented file ``kpc config init`` writes, with the management address
+install-host chose and the OS channel and version pinned to what it installs.
+"""
 
 from __future__ import annotations
 
 from appliance.install.address import HostAddress
 from appliance.install.osrelease import TargetOs
+from appliance.render.config_template import InitValues, config_template
 
 
-def new_site_config(address: HostAddress, target: TargetOs) -> str:
-    """YAML text for a site config with the management address and the OS pinned.
-
-    Every other option keeps its default; ``kpc config show`` lists them all.
-    """
-    return (
-        "# kpc site configuration, written by 'kpc install-host'.\n"
-        "# Every option not listed here has its default; 'kpc config show' prints them all.\n"
-        "\n"
-        "# The network the servers PXE boot on; the deploy host serves proxy-DHCP, iPXE and\n"
-        "# Ignition there (chosen by install-host: " + address.describe() + ").\n"
-        "provisioning:\n"
-        f"  interface: {address.interface}\n"
-        f"  address: {address.address}\n"
-        f"  subnet: {address.network}\n"
-        "\n"
-        "# The OS installed on the deploy host and later on every node: the same release.\n"
-        "os:\n"
-        f"  channel: {target.channel}\n"
-        f"  version: {target.version!r}\n"
+def new_site_config(address: HostAddress, target: TargetOs, address_note: str) -> str:
+    """YAML text of a complete site config for this deploy host."""
+    values = InitValues(
+        interface=address.interface,
+        address=str(address.address),
+        subnet=str(address.network),
+        network_note=f"{address.describe()}, chosen by install-host: {address_note}",
+        os_version=target.version,
+        os_note=(
+            f"install-host installed {target.flavor} {target.version} ({target.channel}) on "
+            "the deploy host; the nodes get the same release."
+        ),
+        os_channel=target.channel,
     )
+    return config_template(values)

@@ -40,6 +40,7 @@ class InitValues:
     network_note: str
     os_version: str
     os_note: str
+    os_channel: str = Os().channel  # install-host pins the live host's channel
 
 
 def scalar(value: Any) -> str:
@@ -105,7 +106,7 @@ bmc:
 # The OS kpc installs on every node (and that the deploy host runs).
 os:
   # flavor: {os_.flavor}    # the only one supported
-  channel: {s(os_.channel)}    # stable, beta, alpha or lts
+  channel: {s(values.os_channel)}    # stable, beta, alpha or lts
 {comment(values.os_note, "  ")}
   version: {s(values.os_version)}    # 'host' (same as this host), 'current', or e.g. 3975.2.0
   # Where flatcar-install downloads images; {{channel}} is replaced by the channel. Point it

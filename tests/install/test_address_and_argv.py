@@ -114,8 +114,11 @@ def test_new_site_config_is_valid_and_pins_the_os() -> None:
     address = HostAddress(
         "eno1", ipaddress.IPv4Address("10.101.0.15"), ipaddress.IPv4Network("10.101.0.0/24")
     )
-    text = new_site_config(address, TARGET)
+    text = new_site_config(address, TARGET, "the address your SSH session reached")
     config = parse_config(text, "new.yaml")
+    comments = " ".join(line.strip().lstrip("# ") for line in text.splitlines())
+    assert "chosen by install-host: the address your SSH session reached" in comments
+    assert "channel: beta" in text
     assert str(config.provisioning.address) == "10.101.0.15"
     assert config.provisioning.interface == "eno1"
     assert (config.os.channel, config.os.version) == ("beta", "3850.1.0")
