@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SSH_PORT = 22  # RFC 4253 section 4.1 (IANA well-known port)
 READ_CHUNK = 32768
+POLL = 0.2  # seconds between checks for an exit status, a timeout or a cancellation
 MAX_CAPTURE = 4 * 1024 * 1024  # bytes kept per output stream; older output is dropped
 # Host key algorithms that may carry a recorded key of each type (RFC 8332 for RSA).
 KEY_ALGORITHMS: dict[str, tuple[str, ...]] = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
@@ -56,6 +57,7 @@ class SshFailure(StrEnum):
     HOST_KEY_CHANGED = "host key changed"
     PROTOCOL = "protocol error"
     DISCONNECTED = "disconnected"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -222,10 +224,17 @@ def _connect_socket(address: str, port: int, timeout: float) -> socket.socket:
 class Session:
     """An authenticated SSH connection to one node. Close it (or use ``with``)."""
 
-    def __init__(self, where: str, transport: paramiko.Transport, host_key: HostKey) -> None:
+    def __init__(
+        self,
+        where: str,
+        transport: paramiko.Transport,
+        host_key: HostKey,
+        cancel: threading.Event | None = None,
+    ) -> None:
         self.where = where
         self.host_key = host_key
         self._transport = transport
+        self._cancel = cancel
 
     def __enter__(self) -> Session:
         return self
@@ -313,19 +322,30 @@ class Session:
                 channel.recv_stderr(READ_CHUNK)
             if channel.eof_received and (channel.exit_status_ready() or channel.closed):
                 break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise SshError(
-                    SshFailure.TIMEOUT,
-                    f"{self.where}: command did not finish within {timeout:g}s: {command[:80]}",
-                    host_key=self.host_key,
-                )
-            select.select([wake], [], [], min(remaining, 0.2))
+            self._wait(wake, deadline, timeout, command)
         channel.status_event.wait(max(0.0, min(deadline - time.monotonic(), 1.0)))
         status = channel.exit_status if channel.exit_status_ready() else -1
         if sent is None:
             return TimedReply(before.decode("utf-8", "replace"), status, None, None)
         return TimedReply(after.decode("utf-8", "replace"), status, sent, received or time.time())
+
+    def _wait(self, wake: int, deadline: float, timeout: float, command: str) -> None:
+        """Sleep until the channel has news, at most POLL seconds (the pipe wakes us on data
+        and EOF; the exit status alone does not). Raises on timeout or cancellation."""
+        if self._cancel is not None and self._cancel.is_set():
+            raise SshError(
+                SshFailure.CANCELLED,
+                f"{self.where}: cancelled while running: {command[:80]}",
+                host_key=self.host_key,
+            )
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise SshError(
+                SshFailure.TIMEOUT,
+                f"{self.where}: command did not finish within {timeout:g}s: {command[:80]}",
+                host_key=self.host_key,
+            )
+        select.select([wake], [], [], min(remaining, POLL))
 
     def _lost(self, exc: BaseException) -> SshError:
         return SshError(
@@ -363,16 +383,7 @@ class Session:
                 first_output = time.time()
             if channel.eof_received and (channel.exit_status_ready() or channel.closed):
                 break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise SshError(
-                    SshFailure.TIMEOUT,
-                    f"{self.where}: command did not finish within {timeout:g}s: {command[:80]}",
-                    host_key=self.host_key,
-                )
-            # The pipe wakes us on data and EOF; the exit status alone does not, so poll
-            # at a modest rate while waiting for it.
-            select.select([wake], [], [], min(remaining, 0.2))
+            self._wait(wake, deadline, timeout, command)
         channel.status_event.wait(max(0.0, min(deadline - time.monotonic(), 1.0)))
         status = channel.exit_status if channel.exit_status_ready() else -1
         return CommandResult(
@@ -419,9 +430,12 @@ def connect(
     *,
     known_host_key: HostKey | None,
     timeout: float,
+    cancel: threading.Event | None = None,
 ) -> Session:
     """Connect, check the host key, log in. ``known_host_key`` None means first use: any
-    key is accepted and returned as ``Session.host_key`` for the caller to record."""
+    key is accepted and returned as ``Session.host_key`` for the caller to record.
+    Setting ``cancel`` makes the session's running command stop waiting (SshError
+    CANCELLED) within POLL seconds."""
     where = f"{address}:{port}" if port != SSH_PORT else address
     sock = _connect_socket(address, port, timeout)
     try:
@@ -442,7 +456,7 @@ def connect(
     except BaseException:
         transport.close()
         raise
-    return Session(where, transport, presented)
+    return Session(where, transport, presented, cancel)
 
 
 def _restrict_key_types(transport: paramiko.Transport, key: HostKey, where: str) -> None:

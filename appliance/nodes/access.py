@@ -3,6 +3,7 @@ under the trust-on-first-use host key policy."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +116,9 @@ def failure_of(error: SshError) -> Failure:
     return Failure(str(error.kind), error.message, error.hint)
 
 
-def open_session(target: Target, settings: SshSettings) -> tuple[Session, HostKeyStatus]:
+def open_session(
+    target: Target, settings: SshSettings, cancel: threading.Event | None = None
+) -> tuple[Session, HostKeyStatus]:
     """Connect and log in. The status says whether the recorded key matched or the key is
     new (first use: the caller records it). AccessError otherwise."""
     if not target.address:
@@ -149,6 +152,7 @@ def open_session(target: Target, settings: SshSettings) -> tuple[Session, HostKe
             settings.credentials,
             known_host_key=known,
             timeout=settings.timeout,
+            cancel=cancel,
         )
     except SshError as exc:
         if exc.kind is SshFailure.HOST_KEY_CHANGED:

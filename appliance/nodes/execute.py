@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,10 +53,11 @@ def exec_node(
     command: str,
     timeout: float,
     on_line: LineCallback | None,
+    cancel: threading.Event | None = None,
 ) -> ExecOutcome:
     start = time.monotonic()
     try:
-        session, key_status = open_session(target, settings)
+        session, key_status = open_session(target, settings, cancel)
     except AccessError as exc:
         return ExecOutcome(
             target,
@@ -107,12 +109,17 @@ def exec_nodes(
         if on_result is not None:
             on_result(outcome)
 
-    return run_parallel(
-        targets,
-        lambda t: exec_node(t, settings, command, limit, on_line),
-        settings.fanout,
-        done,
-    )
+    cancel = threading.Event()
+    try:
+        return run_parallel(
+            targets,
+            lambda t: exec_node(t, settings, command, limit, on_line, cancel),
+            settings.fanout,
+            done,
+        )
+    except BaseException:
+        cancel.set()  # interrupted: running commands stop waiting, threads end promptly
+        raise
 
 
 def key_sightings(

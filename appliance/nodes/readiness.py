@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -22,11 +23,16 @@ from appliance.nodes.targets import Target
 PROBE_FAILED = "probe failed"
 
 
-def check_node(target: Target, settings: SshSettings, policy: Policy) -> NodeReport:
+def check_node(
+    target: Target,
+    settings: SshSettings,
+    policy: Policy,
+    cancel: threading.Event | None = None,
+) -> NodeReport:
     """Every check of one node. Never raises for a node's failure: it is in the report."""
     start = time.monotonic()
     try:
-        session, key_status = open_session(target, settings)
+        session, key_status = open_session(target, settings, cancel)
     except AccessError as exc:
         return NodeReport(
             target,
@@ -92,9 +98,14 @@ def check_nodes(
         if on_result is not None:
             on_result(report)
 
-    reports = run_parallel(
-        targets, lambda t: check_node(t, settings, policy), settings.fanout, done
-    )
+    cancel = threading.Event()
+    try:
+        reports = run_parallel(
+            targets, lambda t: check_node(t, settings, policy, cancel), settings.fanout, done
+        )
+    except BaseException:
+        cancel.set()  # interrupted: running probes stop waiting, threads end promptly
+        raise
     return CheckReport(tuple(reports))
 
 
