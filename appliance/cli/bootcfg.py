@@ -2,11 +2,119 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
+
 import typer
+
+from appliance.bootcfg.app import run
+from appliance.bootcfg.setup import (
+    build_service,
+    read_data_dir_keys,
+    resolve_os_version,
+    seed_data_dir,
+)
+from appliance.cli.common import cli
+from appliance.keys import authorized_keys_path, collect_keys
+from appliance.resources import resource_dir
+from appliance.state.sqlite import open_store
 
 group = typer.Typer(
     help="The provisioning HTTP service (matchbox-compatible).", no_args_is_help=True
 )
+
+SSH_KEY_HELP = "An SSH public key file for the nodes' core user (repeatable)."
+
+
+@group.command()
+def serve(
+    ctx: typer.Context,
+    listen: str | None = typer.Option(None, help="Address to bind (default: bootcfg.listen)."),
+    port: int | None = typer.Option(None, help="Port (default: bootcfg.port)."),
+    data_dir: Path | None = typer.Option(
+        None, help="Groups, profiles, templates, assets (default: bootcfg.data_dir)."
+    ),
+    ssh_key: list[Path] = typer.Option([], "--ssh-key", help=SSH_KEY_HELP),
+    os_version: str | None = typer.Option(
+        None, help="Flatcar version templates see (default: os.version; for 'host' detected)."
+    ),
+    access_log: bool = typer.Option(True, help="Log every request."),
+) -> None:
+    """Serve iPXE scripts, Ignition configs and assets to booting machines.
+
+    Steps: load the site config; load the data dir (every problem listed, nothing served if
+    broken); open the machine registry; serve until interrupted. Edits to the data dir are
+    picked up within a second; a broken edit is logged and the previous data kept.
+    """
+    c = cli(ctx)
+    config = c.config()
+    directory = data_dir or config.bootcfg.data_dir
+    token = config.bootcfg.token.resolve(c.environ) if config.bootcfg.token else None
+    found = read_data_dir_keys(directory) + collect_keys(None, ssh_key).keys
+    keys = list({key.line: key for key in found}.values())
+    version = resolve_os_version(config, os_version, directory)
+    logging.getLogger("kpc.bootcfg").setLevel(logging.INFO)
+    log = logging.getLogger("kpc.bootcfg")
+    if not keys:
+        log.warning("no SSH keys (run 'kpc bootcfg init' or pass --ssh-key): nodes get no login")
+    store = open_store(config)
+    try:
+        service = build_service(
+            config, store, data_dir=directory, keys=keys, os_version=version, token=token
+        )
+        host = listen or str(config.bootcfg.listen)
+        bind_port = port or config.bootcfg.port
+        catalog = service.catalog
+        log.info(
+            "serving %s on http://%s:%d (%d groups, %d profiles; Flatcar %s; writes %s)",
+            directory,
+            host,
+            bind_port,
+            len(catalog.groups),
+            len(catalog.profiles),
+            version,
+            "need a token" if token else "open",
+        )
+        run(service, host, bind_port, access_log=access_log)
+    finally:
+        store.close()
+
+
+@group.command()
+def init(
+    ctx: typer.Context,
+    data_dir: Path | None = typer.Option(None, help="Default: bootcfg.data_dir."),
+    ssh_key: list[Path] = typer.Option([], "--ssh-key", help=SSH_KEY_HELP),
+    os_version: str | None = typer.Option(None, help="Flatcar version (default: os.version)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite kpc's files if they exist."),
+) -> None:
+    """Write kpc's groups, profiles and templates into the data dir.
+
+    A default group installs Flatcar on every machine not yet installed; a group with
+    selector os=installed serves installed nodes their config; a rescue profile boots Flatcar
+    live with console autologin. Existing files are kept unless --force.
+    """
+    c = cli(ctx)
+    config = c.config()
+    directory = data_dir or config.bootcfg.data_dir
+    collection = collect_keys(authorized_keys_path(c.environ, os.geteuid()), ssh_key)
+    version = resolve_os_version(config, os_version, directory)
+    report = seed_data_dir(
+        config,
+        directory,
+        version=version,
+        keys=collection.keys,
+        ignition_dir=resource_dir("ignition", config.paths.source_dir),
+        force=force,
+    )
+    for path in report.written:
+        c.out.print(f"wrote {path}")
+    for path in report.kept:
+        c.out.print(f"kept  {path} (exists; --force to overwrite)")
+    c.out.print(f"{len(collection.keys)} SSH key(s); Flatcar {version}; data dir {directory}")
+    if not collection.keys:
+        c.err.print("warning: no SSH keys found: installed nodes will have no login (--ssh-key)")
 
 
 def register(app: typer.Typer) -> None:
