@@ -21,7 +21,6 @@ from appliance.drivers import netns, process
 from appliance.errors import KpcError, ToolMissing, UsageError
 from appliance.keys import parse_authorized_keys
 from appliance.lab import network, render
-from appliance.lab.bootcfg_data import prepare_data_dir
 from appliance.lab.layout import LabPaths
 from appliance.lab.osbuild import LabOs, build_lab_os
 from appliance.lab.plan import FirmwareChoice, LabPlan, make_plan
@@ -290,6 +289,8 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
         config = load_config(paths.config)
         public = paths.ssh_key.with_suffix(".pub")
         keys = parse_authorized_keys(public.read_text(encoding="utf-8"), str(public)).keys
+        from appliance.lab.bootcfg_data import prepare_data_dir  # bootcfg's seeding, lazily
+
         boots = prepare_data_dir(config, lab_os, keys, flatcar_assets=request.flatcar_assets)
         progress(f"bootcfg data in {config.bootcfg.data_dir}: the installer boots {boots}")
         progress("site router and simulated BMCs: starting")
