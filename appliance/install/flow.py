@@ -291,6 +291,10 @@ def work_dir(path: Path) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _identity(device: BlockDevice) -> tuple[object, ...]:
+    return (device.maj_min, device.size, device.model, device.serial)
+
+
 def _run_installer(argv: list[str], device: str, ui: Ui) -> None:
     try:
         process.stream(argv, ui.installer_line)
@@ -341,9 +345,12 @@ def install(req: Request, ui: Ui, prepared: Prepared, device: BlockDevice) -> Ou
             ignition_path.chmod(0o600)
             # The host may have changed while the operator was typing: judge again.
             again = survey().check(device.path, allow_removable=req.allow_removable)
-            if not again.safe:
+            refusals = list(again.refusals)
+            if again.device is not None and _identity(again.device) != _identity(device):
+                refusals.append("is no longer the disk that was chosen (size, model or serial)")
+            if refusals:
                 raise UnsafeDevice(
-                    f"refusing to install to {device.path}: " + "; ".join(again.refusals),
+                    f"refusing to install to {device.path}: " + "; ".join(refusals),
                     hint="the device changed since it was chosen; nothing was written",
                 )
             ui.step(f"Installing to {device.path}: {shlex.join(argv)}")

@@ -16,12 +16,14 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from appliance.cli.main import app
 from appliance.config import parse_config
+from appliance.install import flow
 from tests.conftest import REPO, missing, require_root, require_tool, wait_for
 
 HERE = Path(__file__).parent
@@ -194,6 +196,19 @@ def test_dry_run_prints_the_exact_command_and_writes_nothing(
     assert not (site["record"] / "argv").exists()
     assert loop.digest() == before
     _nothing_left(site, loop)
+
+
+def test_a_by_id_style_link_is_resolved_to_the_device(
+    loops: Callable[..., Loop], site: dict[str, Path], tmp_path: Path
+) -> None:
+    loop = loops()
+    link = tmp_path / "by-id" / "usb-Example_Disk-0:0"
+    link.parent.mkdir()
+    link.symlink_to(loop.device)
+    code, out = _invoke(site, *_args(site, "ok", "--device", str(link), "--dry-run"))
+    assert code == 0, out
+    assert f"Dry run: {loop.device} would be erased" in out
+    assert f"would ask you to type {loop.name} to confirm" in out
 
 
 def test_wrong_name_at_the_prompt_aborts_and_touches_nothing(
@@ -383,3 +398,57 @@ def test_dry_run_without_config_asks_for_the_address_and_writes_nothing(
     # an answer that is not in the list stops the run
     code, out = _invoke(site, *args, input="999\n")
     assert code == 3 and "'999' is not one of the listed addresses" in out
+
+
+class ScriptedUi:
+    """The flow's operator, scripted: answers with the device name, after ``meanwhile()``."""
+
+    def __init__(self, meanwhile: Callable[[], None]) -> None:
+        self.meanwhile = meanwhile
+        self.lines: list[str] = []
+
+    def step(self, text: str) -> None:
+        self.lines.append(text)
+
+    detail = warn = installer_line = step
+
+    def choose_address(self, candidates: Any, note: str) -> Any:
+        raise AssertionError("the site config exists; no address question expected")
+
+    def show_keys(self, keys: Any) -> None: ...
+
+    def show_disks(self, verdicts: Any) -> None: ...
+
+    def choose_disk(self, verdicts: Any) -> str:
+        raise AssertionError("--device was given")
+
+    def ask_device_name(self, device: Any) -> str:
+        self.meanwhile()
+        return str(device.name)
+
+
+def test_the_disk_is_judged_again_after_the_confirmation(
+    loops: Callable[..., Loop], site: dict[str, Path], tmp_path: Path
+) -> None:
+    loop = loops()
+    _sh("mkfs.ext4", "-q", "-F", loop.device)
+    point = tmp_path / "late"
+    point.mkdir()
+    ui = ScriptedUi(lambda: _sh("mount", "-o", "ro,noload", loop.device, str(point)) and None)
+    request = flow.Request(
+        config_path=site["config"],
+        installer=(str(STAND_IN), str(site["record"]), "ok"),
+        authorized_keys=site["home"] / ".ssh" / "authorized_keys",
+        device=loop.device,
+        os_root=OS_TREE,
+        work_dir=site["work"],
+    )
+    try:
+        with pytest.raises(flow.UnsafeDevice) as info:
+            flow.run(request, ui)
+    finally:
+        _sh("umount", str(point), check=False)
+    assert f"has a mounted filesystem ({loop.name} on {point})" in info.value.message
+    assert "the device changed since it was chosen" in (info.value.hint or "")
+    assert not (site["record"] / "argv").exists()
+    _nothing_left(site, loop)
