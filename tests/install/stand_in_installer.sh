@@ -30,6 +30,13 @@ case $mode in
     exec sleep 600
     ;;
 esac
+case $dev in
+  /dev/loop*) ;;
+  *)
+    echo "stand-in installer: refusing to write $dev (only loop devices)" >&2
+    exit 9
+    ;;
+esac
 printf 'label: gpt\nsize=8M, type=U, name=EFI-SYSTEM\ntype=L, name=ROOT\n' | sfdisk --quiet --wipe always "$dev"
 partprobe "$dev" 2>/dev/null || blockdev --rereadpt "$dev"
 part=$dev

@@ -230,7 +230,8 @@ def test_wrong_name_at_the_prompt_aborts_and_touches_nothing(
 
 def _refused(site: dict[str, Path], device: str, loop: Loop | None = None) -> str:
     before = loop.digest() if loop else None
-    code, out = _invoke(site, *_args(site, "ok", "--device", device, "--yes"))
+    # "fail" mode never writes: even if a refusal regressed, no disk would be touched
+    code, out = _invoke(site, *_args(site, "fail", "--device", device, "--yes"))
     assert code == 4, out
     assert f"refusing to install to {device}" in out
     assert not (site["record"] / "argv").exists(), "the installer ran"
@@ -261,7 +262,7 @@ def test_refuses_a_mounted_device(
     _sh("mount", "-o", "ro,noload", loop.device, str(point))  # read-only: the digest holds
     try:
         before = loop.digest()
-        code, out = _invoke(site, *_args(site, "ok", "--device", loop.device, "--yes"))
+        code, out = _invoke(site, *_args(site, "fail", "--device", loop.device, "--yes"))
         assert code == 4, out
         assert f"has a mounted filesystem ({loop.name} on {point})" in out
         assert not (site["record"] / "argv").exists()
@@ -324,6 +325,9 @@ def test_interrupted_installer_is_stopped_and_cleaned_up(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        pid_file = site["record"] / "pid"
+        if pid_file.exists() and Path(f"/proc/{pid_file.read_text().strip()}").exists():
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)  # a stand-in kpc did not stop
     assert proc.returncode == 130, out + err
     assert f"interrupted while the installer was writing {loop.device}" in err
     _nothing_left(site, loop)
