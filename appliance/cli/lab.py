@@ -104,6 +104,11 @@ def up(
     name: str = typer.Option(
         DEFAULT_NAME, "--name", help="Prefix of the lab's namespaces, links and nft table."
     ),
+    network: int = typer.Option(
+        0,
+        "--network",
+        help="Which /23 of 198.18.0.0/15 (0-127): site net 198.18.2K.0/24, BMC net the next.",
+    ),
     memory: int = typer.Option(256, "--memory", help="MiB of RAM per server."),
     cache: Path = typer.Option(DEFAULT_CACHE, "--cache", help="Where the lab OS is built."),
     bootcfg_port: int = typer.Option(
@@ -130,6 +135,7 @@ def up(
         nodes=nodes,
         firmware=choice,
         name=name,
+        network=network,
         memory_mib=memory,
         cache=cache,
         bootcfg_port=bootcfg_port,

@@ -68,6 +68,16 @@ def link_exists(name: str, netns: str | None = None) -> bool:
     return result.returncode == 0
 
 
+def ipv4_addresses(netns: str | None = None) -> list[tuple[str, str]]:
+    """(link, address/prefix) for every IPv4 address (of a namespace, default this one)."""
+    out = _ip(["-j", "-4", "address", "show"], netns).strip()
+    found: list[tuple[str, str]] = []
+    for link in json.loads(out) if out else []:
+        for info in link.get("addr_info", []):
+            found.append((str(link.get("ifname")), f"{info['local']}/{info['prefixlen']}"))
+    return found
+
+
 def link_delete(name: str, netns: str | None = None) -> None:
     _ip(["link", "delete", "dev", name], netns)
 
@@ -151,6 +161,23 @@ def process_netns(pid: int) -> str | None:
         return os.readlink(f"/proc/{pid}/ns/net")
     except OSError:
         return None
+
+
+def pids_naming(path: Path) -> list[int]:
+    """Processes (other than this one) with ``path``, or a path under it, in their argv."""
+    found: list[int] = []
+    exact = str(path).encode()
+    needle = exact + b"/"
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(arg == exact or needle in arg for arg in argv):
+            found.append(int(entry.name))
+    return found
 
 
 def signal_process(pid: int, sig: int = signal.SIGTERM) -> bool:

@@ -65,6 +65,13 @@ def _stop_supervisor(state: LabState, result: DownResult) -> None:
         _stop_pid(pid, start, "lab supervisor", result)
 
 
+def _stop_stragglers(directory: Path, result: DownResult) -> None:
+    """Processes outside the namespaces that still name the lab's directory in their
+    arguments: a supervisor that was never recorded, an ipmitool of a killed 'lab up'."""
+    for pid in netns.pids_naming(directory):
+        _stop_pid(pid, netns.process_start_time(pid), "lab process", result)
+
+
 def _remove_files(paths: LabPaths, result: DownResult) -> None:
     for path in paths.owned():
         try:
@@ -114,6 +121,7 @@ def lab_down(
     progress("stopping the lab's supervisor (BMCs power their servers off), router and servers")
     _stop_supervisor(state, result)
     remove_plan(state.plan, result, progress)
+    _stop_stragglers(directory, result)
     progress(f"removing the lab's files in {directory}")
     _remove_files(paths, result)
     return result

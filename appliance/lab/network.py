@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import time
@@ -24,6 +25,10 @@ def conflicts(plan: LabPlan) -> list[str]:
     found += [f"network link {link}" for link in plan.host_links if netns.link_exists(link)]
     if netns.nft_table_exists("inet", plan.nft_table):
         found.append(f"nftables table inet {plan.nft_table}")
+    for link, cidr in netns.ipv4_addresses():
+        net = ipaddress.IPv4Interface(cidr).network
+        if net.overlaps(plan.site_net) or net.overlaps(plan.bmc_net):
+            found.append(f"address {cidr} on {link} (inside the lab's networks)")
     return found
 
 
@@ -67,7 +72,7 @@ def create_network(plan: LabPlan, record: Record) -> None:
     netns.veth_add("rtr", "eth0", sw, plan.router_ns)
     netns.link_set("rtr", sw, master=plan.site_bridge)
     netns.address_add("eth0", plan.cidr(plan.router_address, plan.site_net), plan.router_ns)
-    netns.address_add("eth0", render.router_ula(), plan.router_ns, nodad=True)
+    netns.address_add("eth0", plan.router_ula, plan.router_ns, nodad=True)
     netns.link_set("eth0", plan.router_ns)
     # the BMCs: one namespace, one address per server
     netns.veth_add("bmcs", "eth0", sw, plan.bmc_ns)

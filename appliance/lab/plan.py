@@ -36,7 +36,7 @@ DEFAULT_NAME = "kpcl"
 MAX_SERVERS = 64
 BMC_HOST_OFFSET = 10  # server i's BMC is .(10 + i)
 DHCP_FIRST, DHCP_LAST = 100, 199
-ROUTER_ULA = "fd98:18::1/64"
+MAX_NETWORK = 127
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{1,9}$")
 
 
@@ -122,6 +122,12 @@ class LabPlan:
     def dhcp_range(self) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
         return self._host(self.site_net, DHCP_FIRST), self._host(self.site_net, DHCP_LAST)
 
+    @property
+    def router_ula(self) -> str:
+        """The site router's IPv6 ULA (it advertises this /64 in its RAs)."""
+        third = int(self.site_net.network_address.packed[2])
+        return f"fd98:18:{third:x}::1/64"
+
     def cidr(self, address: ipaddress.IPv4Address, net: ipaddress.IPv4Network) -> str:
         return f"{address}/{net.prefixlen}"
 
@@ -146,12 +152,21 @@ def server_mac(index: int) -> str:
     return f"52:54:00:c6:12:{index:02x}"
 
 
+def lab_networks(index: int) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Network]:
+    """Lab network ``index`` (0-127): the site and BMC /24s of one /23 in 198.18.0.0/15."""
+    if not 0 <= index <= MAX_NETWORK:
+        raise UsageError(f"--network must be between 0 and {MAX_NETWORK} (got {index})")
+    base = LAB_RANGE.network_address + index * 512
+    return ipaddress.IPv4Network(f"{base}/24"), ipaddress.IPv4Network(f"{base + 256}/24")
+
+
 def make_plan(
     nodes: int,
     firmware: FirmwareChoice = "mixed",
     *,
     name: str = DEFAULT_NAME,
     memory_mib: int = 256,
+    network: int = 0,
 ) -> LabPlan:
     """The lab for ``nodes`` servers; UsageError for numbers or names that cannot work."""
     if not NAME_RE.fullmatch(name):
@@ -163,22 +178,19 @@ def make_plan(
         raise UsageError(f"--nodes must be between 1 and {MAX_SERVERS} (got {nodes})")
     if not 192 <= memory_mib <= 4096:
         raise UsageError(f"--memory must be between 192 and 4096 MiB (got {memory_mib})")
-    plan_net = LabPlan(name=name, servers=())
+    site_net, bmc_net = lab_networks(network)
     servers = tuple(
         Server(
             index=i,
             firmware=firmware_for(i, firmware),
             mac=server_mac(i),
             tap=f"tap{i}",
-            bmc_address=plan_net.bmc_net.network_address + BMC_HOST_OFFSET + i,
+            bmc_address=bmc_net.network_address + BMC_HOST_OFFSET + i,
             memory_mib=memory_mib,
         )
         for i in range(1, nodes + 1)
     )
-    plan = LabPlan(name=name, servers=servers)
-    for net in (plan.site_net, plan.bmc_net):
-        assert net.subnet_of(LAB_RANGE)
-    return plan
+    return LabPlan(name=name, servers=servers, site_net=site_net, bmc_net=bmc_net)
 
 
 def plan_to_dict(plan: LabPlan) -> dict[str, object]:

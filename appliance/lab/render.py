@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from appliance.lab.plan import ROUTER_ULA, LabPlan, Server
+from appliance.lab.plan import LabPlan, Server
 
 ROUTER_LEASE_TIME = "1h"
 SIM_MODULE = "appliance.bmc.sim"
@@ -41,10 +41,6 @@ def router_argv(plan: LabPlan, leases: Path, log: Path) -> list[str]:
         f"--log-facility={log}",
         "--log-dhcp",
     ]
-
-
-def router_ula() -> str:
-    return ROUTER_ULA
 
 
 def nft_ruleset(plan: LabPlan) -> str:

@@ -44,6 +44,7 @@ TOOLS = {
 }
 BMC_READY_TIMEOUT = 60.0
 BMC_USER = "admin"
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the final NUL
 
 
 class LabError(KpcError):
@@ -56,6 +57,7 @@ class UpRequest:
     nodes: int
     firmware: FirmwareChoice = "mixed"
     name: str = "kpcl"
+    network: int = 0
     memory_mib: int = 256
     cache: Path = Path("/var/cache/kpc/lab-os")
     accel: Accel = "tcg"
@@ -236,7 +238,11 @@ def _wait_for_bmcs(state: LabState, paths: LabPaths, progress: Progress) -> None
 def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], object]) -> UpResult:
     """Make the lab described by ``request``; ``tear_down`` removes a half-made one."""
     plan = make_plan(
-        request.nodes, request.firmware, name=request.name, memory_mib=request.memory_mib
+        request.nodes,
+        request.firmware,
+        name=request.name,
+        memory_mib=request.memory_mib,
+        network=request.network,
     )
     directory = request.directory.absolute()
     existing = load_state(directory)
@@ -245,12 +251,19 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
         if result is not None:
             return result
     _check_directory(directory)
+    longest = LabPaths(directory).server(plan.servers[-1]).qmp_socket
+    if len(str(longest)) > MAX_SOCKET_PATH:
+        raise UsageError(
+            f"--dir {directory} is too long: QEMU's control socket {longest} would pass the "
+            f"{MAX_SOCKET_PATH}-character limit of unix socket paths",
+            hint="choose a shorter --dir",
+        )
     check_prerequisites(plan)
     taken = network.conflicts(plan)
     if taken:
         raise LabError(
             f"lab {plan.name!r} cannot be made: these already exist: {', '.join(taken)}",
-            hint="another lab of that name is up (kpc lab down --dir ITS_DIR), or choose --name",
+            hint="another lab is up (kpc lab down --dir ITS_DIR), or choose --name and --network",
         )
     lab_os: LabOs = build_lab_os(request.cache, progress)
     progress(f"lab OS {lab_os.version} (kernel {lab_os.kernel_release}) in {lab_os.directory}")

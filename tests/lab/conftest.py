@@ -1,0 +1,179 @@
+"""Plumbing for the virtual-lab tests: running kpc's commands, finding leftovers, keeping
+the servers' serial logs and the services' logs when a test fails.
+
+The test labs use the name ``kpcg``, lab network 10 (198.18.20.0/23) and the container
+prefix ``kpcg``, so they never collide with a lab someone made with the defaults.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from appliance.cli.main import app
+from tests.conftest import REPO, require_root, require_tool
+
+NAME = "kpcg"
+NETWORK = 10
+PREFIX = "kpcg"
+BOOTCFG_PORT = 8088
+REGISTRY_PORT = 5088
+ARTIFACTS = REPO / "lab-run" / "artifacts"
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass
+class Result:
+    code: int
+    output: str
+
+
+def kpc(args: Sequence[str], config: Path | None = None, timeout_note: str = "") -> Result:
+    """Run one kpc command in this process, as the operator would type it."""
+    env = {"KPC_CONFIG": str(config)} if config else {}
+    result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+    output = result.output
+    print(f"$ kpc {' '.join(args)}{timeout_note}\n{output}")
+    return Result(result.exit_code, output)
+
+
+def up_args(directory: Path, nodes: int, firmware: str) -> list[str]:
+    return [
+        *("lab", "up", "--nodes", str(nodes), "--firmware", firmware, "--dir", str(directory)),
+        *("--name", NAME, "--network", str(NETWORK), "--services-prefix", PREFIX),
+        *("--bootcfg-port", str(BOOTCFG_PORT), "--registry-port", str(REGISTRY_PORT)),
+    ]
+
+
+def require_lab_tools() -> None:
+    require_root()
+    require_tool("qemu-system-x86_64", "qemu-img", "dnsmasq", "ipmitool", "nft", "ip")
+
+
+@pytest.fixture
+def subreaper() -> Iterator[None]:
+    """Orphans of this test (a killed 'kpc lab up' leaves its supervisor) become our
+    children, so 'kpc lab down' can reap them, and whatever ended on its own is reaped
+    here: nothing is left as a zombie."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    try:
+        yield
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        reap_children()
+
+
+def reap_children() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Everything of the test lab still on this host (empty when 'kpc lab down' worked)."""
+    found: list[str] = []
+    namespaces = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True)
+    for ns in json.loads(namespaces.stdout or "[]"):
+        if ns["name"].startswith(f"{NAME}-"):
+            found.append(f"namespace {ns['name']}")
+    links = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True)
+    for link in json.loads(links.stdout or "[]"):
+        if link["ifname"].startswith(f"{NAME}ab"):
+            found.append(f"link {link['ifname']}")
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    if f"{NAME}_lab" in tables:
+        found.append(f"nft table {NAME}_lab")
+    if shutil.which("docker"):
+        names = subprocess.run(
+            ["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True
+        ).stdout.split()
+        found += [f"container {n}" for n in names if n.startswith(f"{PREFIX}-")]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        if str(directory) in cmdline:
+            state = next((ln for ln in status.splitlines() if ln.startswith("State:")), "")
+            found.append(f"process {proc.name} ({state.strip()}): {cmdline[:120]}")
+    if directory.exists():
+        found.append(f"directory {directory} ({sorted(p.name for p in directory.iterdir())})")
+    return found
+
+
+def keep_artifacts(directory: Path, test_name: str) -> Path | None:
+    """Copy the servers' serial/QEMU/BMC logs, the lab's logs and the services' container
+    logs to lab-run/artifacts/TEST (CI uploads that folder)."""
+    if not directory.exists():
+        return None
+    target = ARTIFACTS / test_name
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for path in [*directory.glob("servers/*/*.log"), *directory.glob("logs/*")]:
+        rel = path.relative_to(directory)
+        (target / rel.parent).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target / rel)
+    if shutil.which("docker"):
+        for service in ("dnsmasq", "bootcfg", "registry"):
+            logs = subprocess.run(
+                ["docker", "logs", f"{PREFIX}-{service}"], capture_output=True, text=True
+            )
+            (target / f"service-{service}.log").write_text(logs.stdout + logs.stderr)
+    return target
+
+
+@pytest.fixture
+def lab_dir(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """A directory for one test lab; whatever happens, the lab is removed afterwards, and
+    on failure its logs are kept first."""
+    require_lab_tools()
+    directory = tmp_path_factory.mktemp("lab") / NAME
+    yield directory
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        kept = keep_artifacts(directory, request.node.name)
+        if kept:
+            print(f"lab logs kept in {kept}")
+    if (directory / "lab.json").exists():
+        kpc(["lab", "down", "--dir", str(directory)])
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{report.when}", report)
+
+
+def ipmi(directory: Path, address: str, *command: str) -> str:
+    """ipmitool against a lab BMC (password from the lab's file, never argv)."""
+    out = subprocess.run(
+        [
+            *("ipmitool", "-I", "lanplus", "-H", address, "-U", "admin"),
+            *("-f", str(directory / "bmc-password"), *command),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout

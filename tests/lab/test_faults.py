@@ -1,0 +1,87 @@
+"""The lab's faults and bad input, with real namespaces, QEMU and simulated BMCs:
+idempotent 'lab up', clear refusals, a server that never checks in, and 'lab down'
+leaving nothing behind, also after 'kpc lab up' was killed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.lab.conftest import NAME, ipmi, kpc, leftovers, reap_children, up_args
+
+pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.slow]
+
+
+def test_lab_up_is_idempotent_refuses_clashes_and_names_a_silent_server(lab_dir: Path) -> None:
+    first = kpc(up_args(lab_dir, 1, "bios"))
+    assert first.code == 0, first.output
+    config = lab_dir / "kpc.yaml"
+    assert f"export KPC_CONFIG={config}" in first.output
+
+    again = kpc(up_args(lab_dir, 1, "bios"))
+    assert again.code == 0 and "already up (nothing changed)" in again.output
+
+    other = kpc(up_args(lab_dir, 2, "bios"))
+    assert other.code != 0 and "a different lab is already up" in other.output
+
+    clash = kpc(up_args(lab_dir.with_name("second"), 1, "bios"))
+    assert clash.code != 0 and f"network namespace {NAME}-sw" in clash.output
+    assert not lab_dir.with_name("second").exists()
+
+    status = kpc(["lab", "status", "--dir", str(lab_dir)])
+    assert status.code == 0, status.output
+    assert "server1" in status.output and " off " in status.output
+
+    # kpc's services are not running: the server PXE boots into nothing and never checks in
+    assert "Up/On" in ipmi(lab_dir, "198.18.21.11", "power", "on")
+    serial = lab_dir / "servers" / "server1" / "serial.log"
+    wait_for(lambda: "iPXE" in serial.read_text(errors="replace"), 60, "iPXE on server1")
+    late = kpc(["lab", "wait", "--dir", str(lab_dir), "--timeout", "5"])
+    assert late.code == 1
+    assert "server1 (52:54:00:c6:12:01, bios) is unknown" in late.output
+    assert "the end of its serial log" in late.output and "iPXE" in late.output
+
+    down = kpc(["lab", "down", "--dir", str(lab_dir)])
+    assert down.code == 0, down.output
+    assert leftovers(lab_dir) == []
+
+
+def test_lab_down_cleans_up_after_a_killed_lab_up(lab_dir: Path, subreaper: None) -> None:
+    argv = [sys.executable, "-m", "appliance", *up_args(lab_dir, 2, "mixed")]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def supervisor_recorded() -> bool:
+        try:
+            state = json.loads((lab_dir / "lab.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return any(r["kind"] == "process" for r in state["resources"])
+
+    try:
+        wait_for(supervisor_recorded, 120, "kpc lab up to start the lab's supervisor")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert leftovers(lab_dir), "the killed kpc lab up should have left a half-made lab"
+
+    down = kpc(["lab", "down", "--dir", str(lab_dir)])
+    assert down.code == 0, down.output
+    reap_children()
+    assert leftovers(lab_dir) == []
+    again = kpc(["lab", "down", "--dir", str(lab_dir)])
+    assert again.code == 0 and "nothing to do" in again.output
+
+
+def test_lab_needs_a_usable_directory(tmp_path: Path) -> None:
+    (tmp_path / "someone-elses-file").write_text("keep me")
+    result = kpc(up_args(tmp_path, 1, "bios"))
+    assert result.code == 2 and "is not empty and holds no lab" in result.output
+    assert (tmp_path / "someone-elses-file").read_text() == "keep me"
+    missing = kpc(["lab", "status", "--dir", str(tmp_path / "nothing")])
+    assert missing.code == 1 and "there is no lab in" in missing.output
