@@ -24,7 +24,14 @@ from typing import Protocol
 
 from appliance.config import Os, SiteConfig, load_config, parse_config
 from appliance.drivers import blockdev, process
-from appliance.errors import Aborted, CommandFailed, KpcError, ToolMissing, UsageError
+from appliance.errors import (
+    Aborted,
+    CommandFailed,
+    ConfigError,
+    KpcError,
+    ToolMissing,
+    UsageError,
+)
 from appliance.install.address import HostAddress, choose_address, host_addresses
 from appliance.install.disks import BlockDevice
 from appliance.install.installer import installer_argv
@@ -48,6 +55,7 @@ from appliance.services.units import systemd_services
 DEFAULT_WORK_DIR = Path("/run/kpc/install-host")
 IGNITION_TEMPLATE = "deployhost.ign.j2"
 SECRETS_ENV = "secrets.env"
+MOUNT_DIR = "root"  # the new root is mounted at WORK_DIR/root
 INSTALLED_SOURCE_DIR = Path("/") / KPC_DIR
 
 
@@ -192,7 +200,14 @@ def prepare(req: Request, ui: Ui) -> Prepared:
         ui.detail(f"using {req.config_path} (provisioning address {config.provisioning.address})")
         target = resolve_target(detected, config.os)
     else:
-        target = resolve_target(detected, Os())
+        try:
+            target = resolve_target(detected, Os())
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.message,
+                hint=f"write {req.config_path} first (kpc config init), set os.channel and "
+                "os.version there, then run install-host again",
+            ) from None
         address, why = _pick_address(req, ui)
         config_text = new_site_config(address, target, why)
         config = parse_config(config_text, source=str(req.config_path))
@@ -276,7 +291,7 @@ def work_dir(path: Path) -> Iterator[Path]:
                 f"another kpc install-host is running (pid {pid}, work directory {path})",
                 hint="wait for it to finish; two installers must never run at once",
             )
-        stale = [p for p in (path, *path.rglob("*")) if blockdev.is_mountpoint(p)]
+        stale = [p for p in (path, path / MOUNT_DIR) if blockdev.is_mountpoint(p)]
         if stale:
             raise KpcError(
                 f"a previous install-host left {stale[0]} mounted",
@@ -364,7 +379,7 @@ def install(req: Request, ui: Ui, prepared: Prepared, device: BlockDevice) -> Ou
             root_part = find_root_partition(device.path, req.root_label)
             outcome.root_partition = root_part
             ui.step(f"Copying kpc's files to /etc/kpc on {root_part}")
-            with mounted(root_part, req.work_dir / "root") as root:
+            with mounted(root_part, req.work_dir / MOUNT_DIR) as root:
                 outcome.copied = copy_into(root, prepared.copy_items)
             for path in outcome.copied:
                 ui.detail(f"/{path}")
@@ -392,7 +407,7 @@ def _report_dry_run(
     ui.detail(f"would run: {shlex.join(argv)}")
     ui.detail(
         f"would mount the partition labelled {req.root_label} on {device.path} "
-        f"at {req.work_dir / 'root'}"
+        f"at {req.work_dir / MOUNT_DIR}"
     )
     for item in prepared.copy_items:
         ui.detail(f"would copy {item.source} to /etc/kpc/{item.name}")

@@ -456,3 +456,28 @@ def test_the_disk_is_judged_again_after_the_confirmation(
     assert "the device changed since it was chosen" in (info.value.hint or "")
     assert not (site["record"] / "argv").exists()
     _nothing_left(site, loop)
+
+
+def test_yes_without_device_never_picks_a_disk(site: dict[str, Path]) -> None:
+    code, out = _invoke(site, *_args(site, "ok", "--yes"))
+    assert code == 2, out
+    assert "--yes needs --device: kpc never picks a disk to erase by itself" in out
+    assert not (site["record"] / "argv").exists()
+
+
+def test_no_config_on_a_host_that_is_not_flatcar(site: dict[str, Path], tmp_path: Path) -> None:
+    args = _args(site, "ok", "--dry-run")
+    args[1] = str(tmp_path / "absent.yaml")
+    args[args.index("--os-root") + 1] = str(HERE / "fixtures" / "os" / "debian")
+    code, out = _invoke(site, *args)
+    assert code == 2, out
+    assert "cannot tell which release channel this host follows (Debian GNU/Linux 12" in out
+    assert "(kpc config init), set os.channel and os.version there" in out
+    assert not (tmp_path / "absent.yaml").exists()
+
+
+def test_no_ssh_key_is_an_error(site: dict[str, Path]) -> None:
+    (site["home"] / ".ssh" / "authorized_keys").unlink()
+    code, out = _invoke(site, *_args(site, "ok", "--dry-run", "--device", "/dev/null"))
+    assert code == 1, out
+    assert "no SSH public keys found: nobody could log in to the installed deploy host" in out
