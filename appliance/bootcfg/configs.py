@@ -11,7 +11,6 @@ from appliance.bootcfg.common import TEXT, failed, not_found, observe, refused, 
 from appliance.bootcfg.context import TemplateFailed, metadata_env, render_text, template_context
 from appliance.bootcfg.matching import Decision, Outcome, decide, is_installer
 from appliance.errors import KpcError
-from appliance.render.ignition import render_ignition
 from appliance.state.model import MachineState
 
 
@@ -47,7 +46,7 @@ async def ignition(request: web.Request) -> web.Response:
     else:
         context = template_context(svc.site, decision.group, labels)
         try:
-            config = render_ignition(template.text, context, source=str(template.path))
+            config = svc.renderer.render(template.text, context, source=str(template.path))
         except KpcError as exc:
             return failed(request, exc.message)
     installing = machine is not None and is_installer(profile)

@@ -20,6 +20,7 @@ import jinja2
 from appliance.bootcfg.catalog import Catalog, load_catalog, signature
 from appliance.bootcfg.context import make_environment
 from appliance.errors import ConfigError
+from appliance.render.ignition import Renderer
 from appliance.state.store import MachineStore
 
 log = logging.getLogger("kpc.bootcfg")
@@ -85,6 +86,7 @@ class Service:
     max_body: int = 65536
     clock: Callable[[], float] = time.time
     jinja: jinja2.Environment = field(default_factory=make_environment)
+    renderer: Renderer = field(default_factory=Renderer)  # keeps compiled templates
 
     @property
     def catalog(self) -> Catalog:
