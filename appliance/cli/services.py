@@ -146,7 +146,7 @@ def status(
             s.service,
             escape(state),
             s.health or "-",
-            escape(s.image),
+            escape(s.image.removesuffix(":latest")),
             escape(", ".join(s.ports) or "-"),
             _duration(s.uptime_seconds),
             str(s.restarts),

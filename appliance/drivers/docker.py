@@ -481,17 +481,22 @@ class Docker:
             raise self._fail(exc, f"removing container {name}") from None
 
     def exec_ok(self, name: str, command: str, timeout: int) -> bool:
-        """True when ``sh -c command`` exits 0 inside the running container."""
-        from python_on_whales.exceptions import DockerException
+        """True when ``sh -c command`` exits 0 inside the running container.
 
+        Bounded on both sides: ``timeout`` inside the container, and a deadline on the
+        ``docker exec`` client (which can block while a container is dying or restarting).
+        """
+        argv = [*self.docker_cmd(), "exec", name, "timeout", str(timeout), "sh", "-c", command]
         try:
-            self._client.container.execute(name, ["timeout", str(timeout), "sh", "-c", command])
-        except DockerException as exc:
-            problem = translate(exc.stderr or "", f"checking {name}", self.where)
-            if isinstance(problem, EngineUnreachable):
-                raise problem from None
+            done = process.run(argv, check=False, env=self._environ, timeout=timeout + 2)
+        except CommandFailed:  # the client's deadline passed
             return False
-        return True
+        if done.returncode == 0:
+            return True
+        problem = translate(done.stderr, f"checking {name}", self.where)
+        if isinstance(problem, EngineUnreachable):
+            raise problem
+        return False
 
     def logs(self, name: str, tail: int = 20) -> list[str]:
         text = self._call(

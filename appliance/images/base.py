@@ -24,12 +24,6 @@ SCRATCH_PARENT = Path("/var/tmp")  # disk-backed: the root file system is ~200 M
 
 
 @dataclass(frozen=True)
-class Step:
-    what: str
-    argv: list[str]
-
-
-@dataclass(frozen=True)
 class BaseOutcome:
     ref: str
     image_id: str
@@ -37,26 +31,25 @@ class BaseOutcome:
     seconds: float
 
 
-def base_steps(config: SiteConfig, workdir: Path) -> list[Step]:
-    """The commands that make the base image (pure; the import itself is a driver call)."""
-    rootfs, tarball = workdir / "rootfs", workdir / "rootfs.tar"
+def debootstrap_argv(config: SiteConfig, rootfs: Path) -> list[str]:
     images = config.images
     return [
-        Step(
-            f"debootstrap {images.debian_suite} from {images.debian_mirror}",
-            [
-                "debootstrap",
-                "--variant=minbase",
-                images.debian_suite,
-                str(rootfs),
-                images.debian_mirror,
-            ],
-        ),
-        Step(
-            "pack the root file system",
-            ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf", str(tarball), "."],
-        ),
-    ]
+        "debootstrap", "--variant=minbase", images.debian_suite, str(rootfs), images.debian_mirror
+    ]  # fmt: skip
+
+
+def tar_argv(rootfs: Path, tarball: Path) -> list[str]:
+    return ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf", str(tarball), "."]
+
+
+def import_rootfs(docker: Docker, rootfs: Path, ref: str, workdir: Path) -> str:
+    """Pack a root file system and ``docker import`` it as ``ref``; returns the image ID."""
+    tarball = workdir / "rootfs.tar"
+    process.run(tar_argv(rootfs, tarball))
+    try:
+        return docker.import_rootfs(tarball, ref, IMPORT_CHANGES)
+    finally:
+        tarball.unlink(missing_ok=True)
 
 
 def make_base(
@@ -79,12 +72,16 @@ def make_base(
     process.which("debootstrap", "debootstrap")
     scratch_parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="kpc-base-", dir=scratch_parent))
+    rootfs = workdir / "rootfs"
     try:
-        for step in base_steps(config, workdir):
-            on_step(step.what)
-            process.run(step.argv, hint=f"{step.what} failed; see the output above")
+        images = config.images
+        on_step(f"debootstrap {images.debian_suite} from {images.debian_mirror}")
+        process.run(
+            debootstrap_argv(config, rootfs),
+            hint="check images.debian_mirror and images.debian_suite in the site config",
+        )
         on_step(f"docker import as {ref}")
-        image_id = docker.import_rootfs(workdir / "rootfs.tar", ref, IMPORT_CHANGES)
+        image_id = import_rootfs(docker, rootfs, ref, workdir)
     finally:
         # --one-file-system: never descend into a /proc or /dev debootstrap left mounted
         process.run(["rm", "-rf", "--one-file-system", str(workdir)], check=False)

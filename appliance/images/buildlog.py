@@ -79,6 +79,8 @@ def failure_report(lines: list[str], tail: int = 25) -> str:
 
 
 def cache_summary(lines: list[str]) -> tuple[int, int]:
-    """(Dockerfile steps, of which cached)."""
-    steps = [step for step in parse(lines) if step.is_dockerfile_step]
+    """(Dockerfile steps that build something, of which cached); FROM is not counted."""
+    steps = [
+        step for step in parse(lines) if step.is_dockerfile_step and "] FROM " not in step.title
+    ]
     return len(steps), sum(1 for step in steps if step.cached)

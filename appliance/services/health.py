@@ -37,7 +37,8 @@ def judge(info: ContainerInfo | None) -> str | None:
         return "its container does not exist (run 'kpc up')"
     if info.restarting or (info.restart_count > 0 and not _healthy(info)):
         code = f"exit code {info.exit_code}, " if info.exit_code else ""
-        return f"it keeps crashing ({code}{info.restart_count} restarts)"
+        count = info.restart_count
+        return f"it keeps crashing ({code}{count} restart{'' if count == 1 else 's'})"
     if not info.running:
         return f"it is {info.status} (exit code {info.exit_code})"
     if info.health == "unhealthy":
@@ -93,7 +94,10 @@ def wait_ready(
         clock.sleep(POLL_SECONDS)
 
 
+def log_tail(docker: Docker, name: str, lines: int = LOG_LINES) -> list[str]:
+    """The container's last non-blank log lines."""
+    return [line for line in docker.logs(name, tail=lines * 2) if line.strip()][-lines:]
+
+
 def _tail(docker: Docker, name: str, info: ContainerInfo | None) -> list[str]:
-    if info is None:
-        return []
-    return docker.logs(name, tail=LOG_LINES)
+    return [] if info is None else log_tail(docker, name)

@@ -255,7 +255,7 @@ def status(
             continue
         running = info.running and info.started_at is not None
         uptime = (moment - info.started_at).total_seconds() if running and info.started_at else None
-        tail = docker.logs(spec.name, tail=log_lines) if problem else []
+        tail = health.log_tail(docker, spec.name, log_lines) if problem else []
         state = "restarting" if info.restarting else info.status
         result.append(
             ServiceStatus(

@@ -47,9 +47,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def kpc(config: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+def kpc(
+    config: Path, *args: str, env: dict[str, str] | None = None, input: str | None = None
+) -> Any:
     """Run the kpc CLI in-process; returns Click's Result (output, stdout, stderr, exit_code)."""
-    return CliRunner().invoke(app, ["-c", str(config), *args], env=env)
+    return CliRunner().invoke(app, ["-c", str(config), *args], env=env, input=input)
 
 
 def write_config(path: Path, data: dict[str, Any]) -> Path:

@@ -33,9 +33,9 @@ def test_failure_without_a_failing_step_falls_back_to_the_last_lines() -> None:
 
 def test_cache_summary_and_step_titles() -> None:
     cached = lines("buildkit-cached.log")
-    assert buildlog.cache_summary(cached) == (2, 2)
+    assert buildlog.cache_summary(cached) == (1, 1)
     failed = lines("buildkit-failure.log")
-    assert buildlog.cache_summary(failed) == (3, 2)
+    assert buildlog.cache_summary(failed) == (2, 1)
     titles = [t for t in map(buildlog.step_progress, failed) if t]
     assert titles[0].endswith("] FROM docker.io/kpc/base:bookworm")
     assert titles[-1] == '[3/3] RUN echo "step output line" && ls /nonexistent'

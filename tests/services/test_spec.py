@@ -182,5 +182,7 @@ def test_judge() -> None:
     assert judge(info(health="unhealthy", health_output="wget: refused\n")) == (
         "its health check fails: wget: refused"
     )
+    once = judge(info(running=True, health="starting", restart_count=1))
+    assert once == "it keeps crashing (1 restart)"
     # crashed once long ago but healthy now: fine
     assert judge(info(restart_count=1)) is None

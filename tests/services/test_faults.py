@@ -1,0 +1,163 @@
+"""What an operator sees when things go wrong: no engine, a taken port, a missing image, a
+crash-looping service. And `kpc down` keeps data unless --purge (after a confirmation)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.drivers.docker import START_HINT, translate
+from tests.conftest import require_docker
+from tests.services.conftest import TAG, docker_names, free_port, kpc, site, write_config
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Path]]:
+    """Configs whose containers are removed (down --purge --yes) after the test."""
+    configs: list[Path] = []
+    yield configs
+    for config in configs:
+        kpc(config, "down", "--purge", "--yes")
+
+
+def test_engine_unreachable_says_how_to_start_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "kpc.yaml", site(tmp_path, f"{TAG}-nodocker"))
+    socket_path = tmp_path / "no-dockerd.sock"
+    env = {"DOCKER_HOST": f"unix://{socket_path}"}
+    for args in (["status"], ["up"], ["down"], ["images", "build", "dnsmasq"], ["images", "base"]):
+        result = kpc(config, *args, env=env)
+        assert result.exit_code == 1, (args, result.output)
+        assert f"error: cannot reach the Docker engine at unix://{socket_path}" in result.stderr
+        assert "systemctl start docker" in result.stderr and "dockerd &" in result.stderr
+        assert "DOCKER_HOST" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_error_translation() -> None:
+    port = translate(
+        "docker: Error response from daemon: driver failed programming external connectivity "
+        "on endpoint kpcb-registry (abc): Bind for 0.0.0.0:5000 failed: port is already "
+        "allocated.",
+        "starting container kpcb-registry",
+        "unix:///var/run/docker.sock",
+    )
+    assert port.message == (
+        "port 5000 on 0.0.0.0 is already in use (starting container kpcb-registry)"
+    )
+    missing = translate("Unable to find image 'kpcb/x:latest' locally", "starting x", "h")
+    assert missing.hint == "build kpc's images first: kpc images build"
+    down = translate("Cannot connect to the Docker daemon at unix:///x.sock.", "listing", "h")
+    assert down.hint == START_HINT
+    other = translate("something odd\n", "doing it", "h")
+    assert other.message == "docker failed while doing it: something odd"
+
+
+def test_port_taken_is_named(tmp_path: Path, cleanup: list[Path]) -> None:
+    require_docker()
+    prefix = f"{TAG}-port"
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        data = site(tmp_path, prefix, registry={"address": "127.0.0.1", "port": port})
+        config = write_config(tmp_path / "kpc.yaml", data)
+        cleanup.append(config)
+        result = kpc(config, "up", "registry")
+    assert result.exit_code == 1, result.output
+    assert (
+        f"error: service registry cannot start: port {port} on 127.0.0.1 is already in use"
+        in result.stderr
+    )
+    assert f"ss -ltnup 'sport = :{port}'" in result.stderr
+    assert "or choose another registry.port in the site config" in result.stderr
+    assert f"{prefix}-registry" not in docker_names()  # nothing half-made left behind
+
+
+def test_missing_images_offer_the_build_command(tmp_path: Path) -> None:
+    require_docker()
+    data = site(tmp_path, f"{TAG}-noimg", images_prefix=f"{TAG}noimg")
+    result = kpc(write_config(tmp_path / "kpc.yaml", data), "up")
+    assert result.exit_code == 1
+    assert (
+        f"error: images not built yet: {TAG}noimg/registry:latest, {TAG}noimg/bootcfg:latest, "
+        f"{TAG}noimg/dnsmasq:latest" in result.stderr
+    )
+    assert "hint: build them: kpc images build registry bootcfg dnsmasq" in result.stderr
+
+
+def test_a_crash_looping_service_is_named_with_its_log(
+    built_images: dict[str, Any], tmp_path: Path, cleanup: list[Path]
+) -> None:
+    del built_images
+    prefix = f"{TAG}-crash"
+    # dnsmasq on an interface that does not exist: it exits at once, Docker restarts it
+    data = site(tmp_path, prefix, interface=f"{TAG}noif0")
+    config = write_config(tmp_path / "kpc.yaml", data)
+    cleanup.append(config)
+    result = kpc(config, "up", "dnsmasq")
+    assert result.exit_code == 1, result.output
+    assert "error: service dnsmasq is not healthy: it keeps crashing" in result.stderr
+    assert f"unknown interface {TAG}noif0" in result.stderr  # its last log lines
+    assert "hint: see more with 'kpc logs dnsmasq' and 'kpc status'" in result.stderr
+
+    status = kpc(config, "status", "--json")
+    assert status.exit_code == 0, status.output
+    dnsmasq = next(s for s in json.loads(status.stdout) if s["service"] == "dnsmasq")
+    assert dnsmasq["problem"].startswith("it keeps crashing")
+    assert dnsmasq["restarts"] >= 1
+    assert any(f"unknown interface {TAG}noif0" in line for line in dnsmasq["log_tail"])
+    table = kpc(config, "status")
+    assert "dnsmasq: it keeps crashing" in table.stdout
+    assert f"unknown interface {TAG}noif0" in table.stdout
+    assert "registry  missing" in table.stdout
+
+
+def test_down_keeps_data_and_purge_asks_first(
+    built_images: dict[str, Any], tmp_path: Path, cleanup: list[Path]
+) -> None:
+    del built_images
+    prefix = f"{TAG}-down"
+    data = site(tmp_path, prefix, registry={"address": "127.0.0.1", "port": free_port()})
+    config = write_config(tmp_path / "kpc.yaml", data)
+    cleanup.append(config)
+    assert kpc(config, "up", "registry").exit_code == 0
+    storage = Path(data["registry"]["storage"])
+    marker = storage / "kpcb-marker"
+    marker.write_text("kept\n")
+
+    dry = kpc(config, "down", "--purge", "--dry-run")
+    assert dry.exit_code == 0
+    assert dry.stdout.splitlines() == [
+        f"would remove container {prefix}-registry",
+        f"would delete {storage}",
+    ]
+    assert f"{prefix}-registry" in docker_names()  # --dry-run changed nothing
+
+    refused = kpc(config, "down", "--purge")  # no terminal, no --yes: nothing is deleted
+    assert refused.exit_code == 3
+    assert "error: nothing was removed" in refused.stderr
+    assert marker.exists() and f"{prefix}-registry" in docker_names()
+
+    kept = kpc(config, "down")
+    assert kept.exit_code == 0, kept.output
+    assert "down (data kept; --purge deletes it)" in kept.stdout
+    assert marker.read_text() == "kept\n" and f"{prefix}-registry" not in docker_names()
+
+    assert kpc(config, "up", "registry").exit_code == 0
+    purged = kpc(config, "down", "--purge", input="y\n")
+    assert purged.exit_code == 0, purged.output
+    assert not storage.exists() and f"{prefix}-registry" not in docker_names()
+
+
+def test_logs_of_a_service_that_is_not_there(tmp_path: Path) -> None:
+    require_docker()
+    config = write_config(tmp_path / "kpc.yaml", site(tmp_path, f"{TAG}-nologs"))
+    result = kpc(config, "logs", "registry")
+    assert result.exit_code == 1
+    assert f"error: service registry has no container ({TAG}-nologs-registry)" in result.stderr
+    assert "hint: start it: kpc up" in result.stderr
