@@ -102,6 +102,8 @@ def site_config(
         },
         "bmc": {
             "networks": [str(plan.bmc_net)],
+            # each BMC named by its server's boot MAC: 'kpc pxe-all --only MAC' picks it
+            "hosts": [{"address": str(s.bmc_address), "name": s.mac} for s in plan.servers],
             "user": bmc_user,
             "password": {"file": str(bmc_password_file)},
             "timeout": 5.0,

@@ -143,6 +143,7 @@ def _server_files(state: LabState, paths: LabPaths, accel: Accel) -> None:
             ovmf_vars=sp.ovmf_vars if uefi else None,
             sercon=None if uefi else paths.sercon,
             accel=accel,
+            bmc_address=str(server.bmc_address),
         )
         sp.spec.write_text(spec_to_json(spec), encoding="utf-8")
 

@@ -41,6 +41,7 @@ class VmSpec:
     sercon: Path | None = None  # SeaBIOS: also print the screen's text on the serial port
     accel: Accel = "tcg"
     qemu: str = "qemu-system-x86_64"
+    bmc_address: str | None = None  # told to the OS as an SMBIOS OEM string (type 11)
 
 
 def spec_to_json(spec: VmSpec) -> str:
@@ -118,6 +119,8 @@ def qemu_argv(spec: VmSpec, *, network_first: bool) -> list[str]:
         "-device",
         "virtio-rng-pci",
     ]
+    if spec.bmc_address:
+        argv += ["-smbios", f"type=11,value=kpc.bmc_address={spec.bmc_address}"]
     if spec.firmware == "uefi":
         assert spec.ovmf_code is not None and spec.ovmf_vars is not None
         argv += [
