@@ -199,7 +199,7 @@ def _report(c: Cli, outcomes: list[HostOutcome], *, as_json: bool, elapsed: floa
         kinds = sorted({o.failure for o in failed if o.failure}, key=list(Failure).index)
         raise BmcError(
             f"{len(failed)} of {len(outcomes)} BMCs failed",
-            hint="; ".join(f"{k.value}: {HINTS[k]}" for k in kinds) or None,
+            hint="\n      ".join(f"{k.value}: {HINTS[k]}" for k in kinds) or None,
         )
 
 

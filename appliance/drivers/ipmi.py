@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 BUSY_BACKOFF = (0.2, 0.4, 0.8, 1.6, 3.2)  # waits before re-sending a command the BMC was busy for
 POLL_INTERVAL = 0.05
+SILENCE = 2.0  # a BMC silent this long at the deadline "stopped answering" (else: "slow")
 
 
 @dataclass(frozen=True)
@@ -176,12 +177,14 @@ class _Session(pyghmi_session.Session):  # type: ignore[misc]  # pyghmi is untyp
     """
 
     kpc_answered = False
+    kpc_last_heard = 0.0
     kpc_rmcp_status: int | None = None
     privlevel: int  # pyghmi's; declared for the type checker
 
     def process_pktqueue(self) -> None:
         if self.pktqueue:
             self.kpc_answered = True
+            self.kpc_last_heard = time.monotonic()
         super().process_pktqueue()
 
     def _got_rmcp_response(self, data: Any) -> Any:
@@ -424,14 +427,23 @@ class _Host:
         self.fail(kind, error)
 
     def timed_out(self) -> None:
+        """The per-host deadline passed: say whether the BMC was silent, busy or slow."""
         session = self.session
         answered = self.answered or bool(session and session.kpc_answered)
         seconds = self.engine.options.timeout
         if not answered:
             self.fail(Failure.NO_ANSWER, f"no answer within {seconds:g}s")
             return
-        step = f" during '{self.command.label}'" if self.command else " during login"
-        self.fail(Failure.TIMEOUT, f"no result within {seconds:g}s{step} (the BMC is slow)")
+        step = f"'{self.command.label}'" if self.command else "login"
+        if self.busy_tries:
+            self.fail(Failure.BUSY, f"{step}: the BMC answered 'busy' {self.busy_tries} times")
+            return
+        heard = session.kpc_last_heard if session is not None else 0.0
+        silent = time.monotonic() - heard if heard else seconds
+        if silent >= min(SILENCE, seconds / 2):
+            self.fail(Failure.NO_ANSWER, f"stopped answering during {step} ({silent:.1f}s silent)")
+            return
+        self.fail(Failure.TIMEOUT, f"no result within {seconds:g}s, during {step} (slow BMC)")
 
     def succeed(self, result: str) -> None:
         self._finish(HostOutcome(self.target, True, result, done=tuple(self.done)))
