@@ -190,7 +190,9 @@ def status(
         c.out.print(f"[bold red]missing:[/] {what}")
     for role in st.gave_up:
         c.out.print(f"[bold red]gave up restarting[/] {role}")
-    table = Table("server", "firmware", "MAC", "BMC", "power", "state", "address", "console")
+    table = Table(
+        "server", "firmware", "MAC", "BMC", "power", "state", "address", "console", box=None
+    )
     for s in st.servers:
         address = s.machine.management_address if s.machine else None
         table.add_row(
@@ -201,7 +203,7 @@ def status(
             s.power,
             s.state,
             address or "-",
-            s.serial[-60:],
+            s.serial.removeprefix("kpc-labos: ")[:60],
         )
     c.out.print(table)
     if state.phase != "up" or not st.supervisor or st.missing:
