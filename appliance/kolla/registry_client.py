@@ -162,8 +162,9 @@ class Registry:
                     return exc  # type: ignore[return-value]  # e.g. HEAD 404 wanted
                 raise self._error(method, path, exc) from None
             except (urllib.error.URLError, OSError) as exc:
+                where = self.name if self.name == self.base else f"{self.name} ({self.base})"
                 raise RegistryError(
-                    f"registry {self.name} ({self.base}) cannot be reached: {_why(exc)}",
+                    f"registry {where} cannot be reached: {_why(exc)}",
                     hint="check the registry's address and that it is running",
                 ) from None
             if reply.status not in ok:
