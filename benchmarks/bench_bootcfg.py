@@ -85,7 +85,7 @@ def wrk(url: str, script: Path | None, seconds: int, connections: int) -> tuple[
         argv += ["-s", str(script)]
     out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+(\S+)", out)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return rate, p99.group(1) if p99 else "?", int(errors.group(1)) if errors else 0
 

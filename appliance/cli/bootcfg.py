@@ -33,7 +33,10 @@ def serve(
     listen: str | None = typer.Option(None, help="Address to bind (default: bootcfg.listen)."),
     port: int | None = typer.Option(None, help="Port (default: bootcfg.port)."),
     data_dir: Path | None = typer.Option(
-        None, help="Groups, profiles, templates, assets (default: bootcfg.data_dir)."
+        None,
+        help="Groups, profiles, templates, assets (default: bootcfg.data_dir). The machine "
+        "registry stays where 'kpc nodes' finds it: bootcfg.state_db, else "
+        "bootcfg.data_dir/machines.db.",
     ),
     ssh_key: list[Path] = typer.Option([], "--ssh-key", help=SSH_KEY_HELP),
     os_version: str | None = typer.Option(
