@@ -69,7 +69,7 @@ def seed_files(config: SiteConfig, version: str, keys: Sequence[AuthorizedKey]) 
     # only uuid and mac: iPXE expands ${serial} raw, and a serial with spaces would split the
     # kernel command line
     config_url = (
-        f"flatcar.config.url={config.bootcfg_url}/ignition?uuid=${{uuid}}&mac=${{mac:hexhyp}}"
+        f"ignition.config.url={config.bootcfg_url}/ignition?uuid=${{uuid}}&mac=${{mac:hexhyp}}"
     )
     rescue_ign = {
         "ignition": {"version": IGNITION_VERSION},

@@ -51,7 +51,7 @@ def test_init_seeds_and_keeps_operator_edits(site: Path, tmp_path: Path) -> None
     assert install["boot"]["kernel"] == "/assets/flatcar/3815.2.0/flatcar_production_pxe.vmlinuz"
     assert "initrd=flatcar_production_pxe_image.cpio.gz" in install["boot"]["args"]
     assert (
-        "flatcar.config.url=http://198.18.0.1:8080/ignition?uuid=${uuid}&mac=${mac:hexhyp}"
+        "ignition.config.url=http://198.18.0.1:8080/ignition?uuid=${uuid}&mac=${mac:hexhyp}"
         in install["boot"]["args"]
     )
     installed = json.loads((data / "groups" / "installed.json").read_text())
