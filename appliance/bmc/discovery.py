@@ -22,7 +22,7 @@ import errno
 import ipaddress
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,8 +34,6 @@ UNRESOLVED_NEIGHBOUR_LIFETIME = 3.0  # seconds: 3 ARP solicitations, 1 s apart (
 MAX_SWEEP_ADDRESSES = 1 << 20
 RECV_BUFFER = 4 << 20
 BATCH = 256  # probes sent between looks at the receive side when unpaced
-
-Address = ipaddress.IPv4Address
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ class SweepResult:
     send_errors: dict[str, int] = field(default_factory=dict)
 
 
-def expand(networks: Sequence[ipaddress.IPv4Network]) -> list[Address]:
+def expand(networks: Sequence[ipaddress.IPv4Network]) -> list[str]:
     """The addresses to probe: hosts of each network, without duplicates, in order."""
     total = sum(n.num_addresses for n in networks)
     if total > MAX_SWEEP_ADDRESSES:
@@ -92,14 +90,16 @@ def expand(networks: Sequence[ipaddress.IPv4Network]) -> list[Address]:
             f"{total} addresses to probe: more than the {MAX_SWEEP_ADDRESSES} kpc sweeps at once",
             hint="give smaller networks (a /12 at most)",
         )
-    seen: set[Address] = set()
-    out: list[Address] = []
+    seen: set[int] = set()
+    out: list[str] = []
     for network in networks:
-        hosts: Iterable[Address] = network.hosts() if network.prefixlen < 31 else network
-        for address in hosts:
-            if address not in seen:
-                seen.add(address)
-                out.append(address)
+        first, last = int(network.network_address), int(network.broadcast_address)
+        if network.prefixlen < 31:  # no network and broadcast addresses
+            first, last = first + 1, last - 1
+        for number in range(first, last + 1):
+            if number not in seen:
+                seen.add(number)
+                out.append(socket.inet_ntoa(number.to_bytes(4, "big")))
     return out
 
 
@@ -124,13 +124,13 @@ def neighbour_table_max() -> int:
 class _Sweep(asyncio.DatagramProtocol):
     def __init__(
         self,
-        targets: list[Address],
+        targets: list[str],
         options: SweepOptions,
         on_found: Callable[[Found], None] | None,
     ) -> None:
         self.options = options
         self.targets = targets
-        self.wanted = {str(a) for a in targets}
+        self.wanted = set(targets)
         self.found: dict[str, Found] = {}
         self.sent_at: dict[str, float] = {}
         self.on_found = on_found
@@ -168,9 +168,11 @@ class _Sweep(asyncio.DatagramProtocol):
     async def send_all(self, sock: socket.socket) -> None:
         """First probes in order, paced; second chances for the silent ones when due."""
         options = self.options
+        port = options.port
         pairs = [(p.presence_ping(seq), p.get_channel_auth_caps(seq)) for seq in range(64)]
-        retries: collections.deque[tuple[float, Address, int]] = collections.deque()
-        fresh: Iterator[Address] = iter(self.targets)
+        retries: collections.deque[tuple[float, str, int]] = collections.deque()
+        fresh = iter(self.targets)
+        found, sent_at = self.found, self.sent_at
         start = time.monotonic()
         count = 0
         while True:
@@ -185,21 +187,27 @@ class _Sweep(asyncio.DatagramProtocol):
             sent_any = False
             while budget > 0:
                 if retries and retries[0][0] <= now:
-                    _due, address, attempt = retries.popleft()
-                    if str(address) in self.found:
+                    _due, host, attempt = retries.popleft()
+                    if host in found:
                         continue
-                    packets: tuple[bytes, ...] = pairs[count % 64][1:]  # auth caps only
+                    packets: tuple[bytes, ...] = pairs[count & 63][1:]  # auth caps only
                 else:
-                    next_fresh = next(fresh, None)
-                    if next_fresh is None:
+                    host = next(fresh, "")
+                    if not host:
                         break
-                    address, attempt, packets = next_fresh, 0, pairs[count % 64]
+                    attempt, packets = 0, pairs[count & 63]
+                    sent_at[host] = now
                 count += 1
                 budget -= len(packets)
-                await self._send(sock, address, packets)
+                for packet in packets:
+                    try:
+                        sock.sendto(packet, (host, port))
+                        self.packets += 1
+                    except OSError as exc:
+                        await self._send_error(sock, exc, packet, (host, port))
                 sent_any = True
                 if attempt < options.retries:
-                    retries.append((now + options.retry_after, address, attempt + 1))
+                    retries.append((now + options.retry_after, host, attempt + 1))
             if not sent_any:
                 if not retries:
                     return
@@ -207,23 +215,16 @@ class _Sweep(asyncio.DatagramProtocol):
             else:
                 await asyncio.sleep(0)  # let the receive side run
 
-    async def _send(
-        self, sock: socket.socket, address: Address, packets: tuple[bytes, ...]
+    async def _send_error(
+        self, sock: socket.socket, exc: OSError, packet: bytes, destination: tuple[str, int]
     ) -> None:
-        host = str(address)
-        destination = (host, self.options.port)
-        self.sent_at.setdefault(host, time.monotonic())
-        for packet in packets:
-            try:
-                sock.sendto(packet, destination)
-            except BlockingIOError:
-                await asyncio.get_running_loop().sock_sendto(sock, packet, destination)
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:  # neighbour table or queue full: slow down
-                    await asyncio.sleep(0.01)
-                self.errors[exc.strerror or str(exc)] += 1
-                continue
+        if isinstance(exc, BlockingIOError):  # the send buffer is full: wait for room
+            await asyncio.get_running_loop().sock_sendto(sock, packet, destination)
             self.packets += 1
+            return
+        if exc.errno == errno.ENOBUFS:  # neighbour table or queue full: slow down
+            await asyncio.sleep(0.01)
+        self.errors[exc.strerror or str(exc)] += 1
 
 
 async def sweep(

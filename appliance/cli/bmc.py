@@ -194,7 +194,7 @@ def _report(c: Cli, outcomes: list[HostOutcome], *, as_json: bool, elapsed: floa
             result = o.result if o.ok else ("partly: " + ", ".join(o.done) if o.done else "failed")
             table.add_row(escape(o.target.label), escape(result), escape(error or ""))
         c.out.print(table)
-        c.err.print(f"{len(outcomes) - len(failed)} ok, {len(failed)} failed, in {elapsed:.2f}s")
+    c.err.print(f"{len(outcomes) - len(failed)} ok, {len(failed)} failed, in {elapsed:.2f}s")
     if failed:
         kinds = sorted({o.failure for o in failed if o.failure}, key=list(Failure).index)
         raise BmcError(
@@ -480,11 +480,11 @@ def discover(
             )
         if result.found:
             c.out.print(table)
-        c.err.print(
-            f"found {len(result.found)} BMC(s) among {result.probed} addresses "
-            f"in {result.elapsed:.2f}s ({result.packets} packets)"
-            + ("" if site.store is not None else "; not recorded: no site configuration")
-        )
+    c.err.print(
+        f"found {len(result.found)} BMC(s) among {result.probed} addresses "
+        f"in {result.elapsed:.2f}s ({result.packets} packets)"
+        + ("" if site.store is not None else "; not recorded: no site configuration")
+    )
     if result.send_errors:
         summary = ", ".join(f"{k} (x{v})" for k, v in result.send_errors.items())
         c.err.print(f"[yellow]warning:[/] some probes could not be sent: {summary}")
