@@ -303,8 +303,18 @@ class Docker:
         )
         return str(img.id)
 
-    def remove_image(self, ref: str) -> None:
-        self._call(f"removing image {ref}", lambda: self._client.image.remove(ref, force=True))
+    def remove_unused_image(self, image_id: str) -> bool:
+        """Remove an image nothing uses any more; False when a container or tag still does."""
+        from python_on_whales.exceptions import DockerException
+
+        try:
+            self._client.image.remove(image_id, force=False, prune=True)
+        except DockerException as exc:
+            problem = translate(exc.stderr or "", f"removing image {image_id}", self.where)
+            if isinstance(problem, EngineUnreachable):
+                raise problem from None
+            return False
+        return True
 
     def builder(self) -> list[str]:
         """A docker client argv that can run BuildKit builds with secrets."""

@@ -206,6 +206,7 @@ def build_images(
                 progress.line(image, line)
 
             began = time.monotonic()
+            previous = docker.image(ref)
             request = BuildRequest(
                 context=_context(image, work, checkout, environ),
                 dockerfile=image.dockerfile,
@@ -224,6 +225,9 @@ def build_images(
                     hint=f"fix containers/{image.name}/Dockerfile or the build sources in the "
                     f"site config, then run: kpc images build {image.name}",
                 ) from None
+            if previous is not None and previous.id != image_id:
+                # the old image is dangling now: drop it unless a container still uses it
+                docker.remove_unused_image(previous.id)
             steps, cached = buildlog.cache_summary(lines)
             info = docker.image(image_id)
             outcome = BuildOutcome(

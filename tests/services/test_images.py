@@ -183,3 +183,26 @@ def test_a_root_file_system_is_imported_without_any_registry(tmp_path: Path) -> 
         assert not (tmp_path / "rootfs.tar").exists()
     finally:
         subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
+
+
+def test_a_rebuilt_image_replaces_the_old_one(tmp_path: Path) -> None:
+    require_docker()
+    folder = tmp_path / "containers" / f"{TAG}tiny"
+    folder.mkdir(parents=True)
+    data = site(tmp_path, f"{TAG}-tiny", paths={"source_dir": str(tmp_path)})
+    config = write_config(tmp_path / "kpc.yaml", data)
+    ref = f"{IMAGE_PREFIX}/{TAG}tiny:latest"
+    ids = []
+    try:
+        for content in ("one", "two"):
+            (folder / "Dockerfile").write_text(
+                f"ARG BASE\nFROM ${{BASE}}\nRUN echo {content} > /kpcb-content\n"
+            )
+            result = kpc(config, "images", "build", f"{TAG}tiny")
+            assert result.exit_code == 0, result.output
+            ids.append(inspect(ref)["Id"])
+        assert ids[0] != ids[1]
+        gone = subprocess.run(["docker", "image", "inspect", ids[0]], capture_output=True)
+        assert gone.returncode != 0, "the replaced image was left dangling"
+    finally:
+        subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
