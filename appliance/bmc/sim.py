@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--iana", type=int, default=p.ASF_IANA, help="IANA number in the pong")
     ap.add_argument("--events", type=Path, help="append JSON lines of actions to this file")
     ap.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    ap.add_argument("--drop-first", type=int, default=0, help="ignore the first N packets")
     ap.add_argument("--mute-after", type=int, help="stop answering after N packets")
     ap.add_argument("--busy", type=int, default=0, help="first N commands answer 'busy'")
     ap.add_argument("--no-bootdev", action="store_true", help="no boot-device support")
@@ -109,7 +110,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         raise SystemExit("sim: a farm (--count > 1) uses the memory backend only")
     password = _password(args, os.environ if environ is None else environ)
     faults = SimFaults(
-        delay=args.delay, mute_after=args.mute_after, busy=args.busy, no_bootdev=args.no_bootdev
+        delay=args.delay,
+        drop_first=args.drop_first,
+        mute_after=args.mute_after,
+        busy=args.busy,
+        no_bootdev=args.no_bootdev,
     )
     first = ipaddress.ip_address(args.listen)
     events = _EventLog(args.events.open("a", encoding="utf-8")) if args.events else None

@@ -157,13 +157,16 @@ def _no_blocking_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> No
 
 
 def _take_over_io() -> None:
-    """Run pyghmi's client IO from our loop: no IO thread, no blocking waits."""
+    """Run pyghmi's client IO from our loop: no IO thread, no blocking waits, our clock."""
     current = pyghmi_session.iothread
     if current is not None and not isinstance(current, _NoIoThread):
         raise RuntimeError("pyghmi's IO thread is already running in this process")
     pyghmi_session.iothread = _NoIoThread()
     pyghmi_session.iothreadready = True
     pyghmi_session._io_wait = _no_blocking_wait
+    # pyghmi's clock is os.times() (a system call, 10 ms steps); its retransmission
+    # deadlines are compared with ours, so both use time.monotonic
+    pyghmi_session._monotonic_time = time.monotonic
 
 
 class _Session(pyghmi_session.Session):  # type: ignore[misc]  # pyghmi is untyped

@@ -20,8 +20,8 @@ What stock pyghmi 1.6 lacks, and this module adds (see the lab notes):
 - chassis commands and boot options on a ``MachineBackend``, with real one-time/persistent
   boot flags that ``ipmitool chassis bootparam get 5`` reads back.
 
-Faults for tests (``SimFaults``): a slow BMC, one that stops answering after N packets,
-one that is busy for the first N commands, one without boot-device support.
+Faults for tests (``SimFaults``): a slow BMC, lost packets, one that stops answering after
+N packets, one that is busy for the first N commands, one without boot-device support.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class SimFaults:
     """Misbehaviour for tests; the default is a well-behaved BMC."""
 
     delay: float = 0.0  # seconds before each packet is handled (a slow BMC)
+    drop_first: int = 0  # ignore the first N packets (lost on the way)
     mute_after: int | None = None  # stop answering after this many packets
     busy: int = 0  # answer the first N chassis/boot commands with 0xC0 (node busy)
     no_bootdev: bool = False  # boot options commands are not supported (0xC1)
@@ -230,11 +231,11 @@ class SimBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]  # pyghmi is untyped
         return limit is not None and self._packets >= limit
 
     def receive(self, data: bytes, client: Any) -> bool:
-        """Count a packet; False when this BMC no longer answers (``mute_after``)."""
+        """Count a packet; False for one this BMC ignores (``drop_first``, ``mute_after``)."""
         if self.muted:
             return False
         self._packets += 1
-        return True
+        return self._packets > self.faults.drop_first
 
     def handle(self, data: bytes, client: Any) -> None:
         request = p.parse_request(data)

@@ -72,8 +72,10 @@ def test_pxe_all_reports_each_failure_while_the_others_succeed(
     partial = sims.start("127.44.3.61", mute_after=8, wait=False)  # ... + boot device
     slow_ok = sims.start("127.44.3.70", delay=0.1, wait=False)
     sims.start("127.44.3.71", delay=0.45, wait=False)  # too slow for --timeout 3
-    busy = sims.start("127.44.3.80", busy=2, wait=False)
+    busy = sims.start("127.44.3.80", busy=2, wait=False)  # busy twice, then fine
     sims.start("127.44.3.81", no_bootdev=True, wait=False)
+    lossy = sims.start("127.44.3.82", drop_first=2, wait=False)  # two packets lost
+    sims.start("127.44.3.83", busy=100, wait=False)  # busy all along
     sims.wait_ready()
     config = write_config(
         tmp_path,
@@ -85,7 +87,9 @@ bmc:
     - {address: 127.44.3.99, name: nobody-home}
 """,
     )
-    targets = [f"127.44.3.{n}" for n in (10, 11, 12, 13, 20, 21, 50, 51, 60, 61, 70, 71, 80, 81)]
+    targets = [
+        f"127.44.3.{n}" for n in (10, 11, 12, 13, 20, 21, 50, 51, 60, 61, 70, 71, 80, 81, 82, 83)
+    ]
     targets.append("127.44.3.99")
 
     code, out, err = kpc(config, "-v", "pxe-all", *targets, "--yes", "--timeout", "3", "--json")
@@ -93,7 +97,7 @@ bmc:
     result = rows(out)
     for host in ("127.44.3.10", "127.44.3.11", "127.44.3.12", "127.44.3.13"):
         assert result[host]["ok"] and result[host]["result"] == "PXE boot: reset", result[host]
-    for host in ("127.44.3.20", "127.44.3.21", "127.44.3.70", "127.44.3.80"):
+    for host in ("127.44.3.20", "127.44.3.21", "127.44.3.70", "127.44.3.80", "127.44.3.82"):
         assert result[host]["ok"], result[host]
     assert result["127.44.3.20"]["result"] == "PXE boot: powered on"
 
@@ -114,11 +118,14 @@ bmc:
     assert kind == "timed out" and "slow BMC" in error
     kind, error = failure("127.44.3.81")
     assert kind == "not supported" and "0xC1" in error
+    kind, error = failure("127.44.3.83")
+    assert kind == "BMC busy" and "'set boot device pxe (next boot)'" in error
     assert failure("127.44.3.99") == ("no answer", "no answer within 3s")
-    assert "error: 7 of 15 BMCs failed" in err
+    assert "error: 8 of 17 BMCs failed" in err
 
     # what the healthy machines really did: one-time PXE, used by the reset / power on
-    for sim, action in ((good_on, "reset"), (good_off, "power_on"), (busy, "reset")):
+    healthy = ((good_on, "reset"), (good_off, "power_on"), (busy, "reset"), (lossy, "reset"))
+    for sim, action in healthy:
         by_bmc: dict[str, list[tuple[str, object]]] = {}
         for event in sim.events():
             by_bmc.setdefault(event["bmc"], []).append(
