@@ -2,9 +2,10 @@
 
 The container is one-shot (``docker run --rm``) and named, so a second kpc Kolla run while one
 is in progress is refused by Docker instead of racing it. Output is streamed line by line
-through ``drivers.process`` (which terminates and waits for the client when kpc is
-interrupted; the docker client passes the signal on to kolla-ansible). The docker client
-argv comes from the Docker driver.
+through ``drivers.process``. The container runs under an init (``--init``) so the signal
+the client passes on when kpc is interrupted reaches kolla-ansible; if the container
+outlives the client anyway, it is stopped and removed. The docker client argv comes from
+the Docker driver.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class Call:
 
 def run_argv(call: Call) -> list[str]:
     """``docker run`` arguments (after the client prefix) for ``call``. Pure."""
-    argv = ["run", "--rm", "--name", call.name, "--workdir", call.workdir, "--pull", "never"]
+    argv = ["run", "--rm", "--init", "--name", call.name, "--workdir", call.workdir]
+    argv += ["--pull", "never"]
     if call.network:
         argv += ["--network", call.network]
     for mount in call.mounts:
@@ -70,7 +72,12 @@ def stream(docker: Docker, call: Call, on_line: Callable[[str], None]) -> int:
         del seen[:-20]
         on_line(line)
 
-    code = process.stream(argv, keep, check=False)
+    try:
+        code = process.stream(argv, keep, check=False)
+    except BaseException:
+        # Interrupted: nothing may go on deploying behind the operator's back.
+        docker.remove(call.name, timeout=5)
+        raise
     if code == DOCKER_RUN_FAILED and not any(line.startswith(("PLAY", "TASK")) for line in seen):
         raise _start_error(seen, call, docker)
     return code

@@ -25,6 +25,7 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from appliance.cli.main import app
+from appliance.drivers.docker import BuildRequest, Docker
 from tests.bootcfg.server import Server
 from tests.conftest import require_docker, require_tool, wait_for
 
@@ -158,14 +159,11 @@ def kolla_images(tmp_path_factory: pytest.TempPathFactory) -> str:
     )
     result = kpc(config, "images", "build", "kolla_deployer")
     assert result.exit_code == 0, result.output
-    build = subprocess.run(
-        ["/usr/bin/docker", "build", "-q", "--build-arg", f"BASE={BASE}", "-t", NODE_IMAGE,
-         str(Path(__file__).parent / "target")],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "DOCKER_BUILDKIT": "1"},
-    )  # fmt: skip
-    assert build.returncode == 0, build.stderr
+    target = Path(__file__).parent / "target"
+    Docker(os.environ).build(
+        BuildRequest(target, target / "Dockerfile", NODE_IMAGE, build_args={"BASE": BASE}),
+        lambda line: None,
+    )
     return DEPLOYER
 
 

@@ -40,7 +40,7 @@ def test_dry_run_prints_the_container_command(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     line = result.stdout.strip()
-    assert line.startswith("docker run --rm --name kpc-kolla --workdir /etc/kolla")
+    assert line.startswith("docker run --rm --init --name kpc-kolla --workdir /etc/kolla")
     assert f"--volume {tmp_path / 'kolla'}:/etc/kolla:rw" in line
     assert line.endswith(
         "kpc/kolla_deployer:latest kolla-ansible deploy --configdir /etc/kolla "

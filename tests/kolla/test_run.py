@@ -30,7 +30,8 @@ def test_plan_mounts_env_and_argv() -> None:
         Path("/etc/kpc/kolla-files"),
     )
     assert run_argv(call) == [
-        "run", "--rm", "--name", "kpcx-kolla", "--workdir", "/etc/kolla", "--pull", "never",
+        "run", "--rm", "--init", "--name", "kpcx-kolla", "--workdir", "/etc/kolla",
+        "--pull", "never",
         "--network", "host",
         "--volume", "/etc/kpc/kolla:/etc/kolla:rw",
         "--volume", "/etc/kpc/kolla-files:/usr/share/kpc/kolla:ro",
