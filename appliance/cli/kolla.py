@@ -8,8 +8,8 @@ kpc kolla bootstrap|prechecks|deploy|pull|post-deploy|reconfigure|upgrade|destro
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import closing
 from datetime import datetime
 
 import typer
@@ -35,15 +35,6 @@ group = typer.Typer(
 )
 
 
-@contextmanager
-def _store(config: SiteConfig) -> Iterator[MachineStore]:
-    store = open_store(config)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
 @group.command("genconfig")
 def genconfig(
     ctx: typer.Context,
@@ -64,7 +55,7 @@ def genconfig(
     c = cli(ctx)
     config = c.config()
     password = config.registry.password.resolve(c.environ) if config.registry.password else None
-    with _store(config) as store:
+    with closing(open_store(config)) as store:
         machines = store.machines()
     result = generate(
         config,
@@ -112,7 +103,7 @@ def _run(c: Cli, step: Step, extra: list[str], *, dry: bool, skip_checks: bool) 
         c.out.print(escape(shlex.join(dry_run(config, step.name, extra, access))))
         return
     docker = Docker(c.environ)
-    with _store(config) as store:
+    with closing(open_store(config)) as store:
         if not skip_checks:
             _gate(c, config, store, step)
         machines = store.machines()
