@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from appliance.cli.common import Cli, cli
 from appliance.drivers.docker import Docker
@@ -17,6 +16,14 @@ from appliance.images.catalog import ImageDef, discover, image_ref, select
 from appliance.resources import CHECKOUT, resource_dir
 
 group = typer.Typer(help="Build kpc's container images (no registry needed).", no_args_is_help=True)
+
+
+def print_rows(c: Cli, rows: list[list[str]]) -> None:
+    """Aligned columns, one line per row (never wrapped, so grep and cut work)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        c.out.print(escape(line.rstrip()))
 
 
 def _mb(size: int) -> str:
@@ -122,25 +129,25 @@ def list_images(ctx: typer.Context) -> None:
     config = c.config()
     docker = Docker(c.environ)
     docker.ping()
-    table = Table(box=None, pad_edge=False)
-    for column in ("IMAGE", "ID", "SIZE", "CREATED", "VERSION", "REVISION"):
-        table.add_column(column, overflow="fold")
+    rows = [["IMAGE", "ID", "SIZE", "CREATED", "VERSION", "REVISION"]]
     refs = [config.images.base] + [image_ref(config, n) for n in discover(_containers_dir(c))]
     for ref in refs:
         info = docker.image(ref)
         if info is None:
-            table.add_row(escape(ref), "(not built)", "", "", "", "")
+            rows.append([ref, "(not built)", "-", "-", "-", "-"])
             continue
-        created = info.created.strftime("%Y-%m-%d %H:%M") if info.created else ""
-        table.add_row(
-            escape(ref),
-            info.id[7:19],
-            _mb(info.size),
-            created,
-            info.labels.get("org.opencontainers.image.version", ""),
-            info.labels.get("org.opencontainers.image.revision", ""),
+        created = info.created.strftime("%Y-%m-%dT%H:%M") if info.created else "-"
+        rows.append(
+            [
+                ref,
+                info.id[7:19],
+                _mb(info.size).replace(" ", ""),
+                created,
+                info.labels.get("org.opencontainers.image.version", "-"),
+                info.labels.get("org.opencontainers.image.revision", "-"),
+            ]
         )
-    c.out.print(table)
+    print_rows(c, rows)
 
 
 def register(app: typer.Typer) -> None:

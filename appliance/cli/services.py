@@ -8,9 +8,9 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from appliance.cli.common import Cli, cli, confirm
+from appliance.cli.images import print_rows
 from appliance.drivers.docker import ContainerSpec, Docker
 from appliance.errors import Aborted
 from appliance.services import lifecycle
@@ -137,21 +137,21 @@ def status(
             data.append(item)
         c.out.print_json(json.dumps(data))
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("SERVICE", "STATE", "HEALTH", "IMAGE", "PORTS", "UPTIME", "RESTARTS"):
-        table.add_column(column, overflow="fold")
+    rows = [["SERVICE", "STATE", "HEALTH", "IMAGE", "PORTS", "UPTIME", "RESTARTS"]]
     for s in statuses:
-        state = s.state + (" (outdated: kpc up)" if s.outdated and s.state != "missing" else "")
-        table.add_row(
-            s.service,
-            escape(state),
-            s.health or "-",
-            escape(s.image.removesuffix(":latest")),
-            escape(", ".join(s.ports) or "-"),
-            _duration(s.uptime_seconds),
-            str(s.restarts),
+        state = s.state + (",outdated" if s.outdated and s.state != "missing" else "")
+        rows.append(
+            [
+                s.service,
+                state,
+                s.health or "-",
+                s.image,
+                ",".join(s.ports) or "-",
+                _duration(s.uptime_seconds),
+                str(s.restarts),
+            ]
         )
-    c.out.print(table)
+    print_rows(c, rows)
     for s in statuses:
         if s.problem:
             c.out.print(f"\n[bold]{s.service}[/]: {escape(s.problem)}")

@@ -264,7 +264,7 @@ def status(
                 state=state,
                 health=info.health,
                 image=info.image,
-                ports=list(info.ports) or (["host network"] if info.network == "host" else []),
+                ports=list(info.ports) or (["host-network"] if info.network == "host" else []),
                 started_at=info.started_at,
                 uptime_seconds=uptime,
                 restarts=info.restart_count,

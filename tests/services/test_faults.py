@@ -4,7 +4,10 @@ crash-looping service. And `kpc down` keeps data unless --purge (after a confirm
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,8 @@ from typing import Any
 import pytest
 
 from appliance.drivers.docker import START_HINT, translate
+from appliance.errors import ConfigError
+from appliance.images.build import write_ca_bundle
 from tests.conftest import require_docker
 from tests.services.conftest import TAG, docker_names, free_port, kpc, site, write_config
 
@@ -161,3 +166,53 @@ def test_logs_of_a_service_that_is_not_there(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert f"error: service registry has no container ({TAG}-nologs-registry)" in result.stderr
     assert "hint: start it: kpc up" in result.stderr
+
+
+def test_a_secret_reaches_the_container_but_never_a_command_line(
+    built_images: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cleanup: list[Path],
+) -> None:
+    """bootcfg.token from the environment: in the container's environment, in no docker argv."""
+    del built_images
+    real = shutil.which("docker")
+    assert real is not None
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    argv_log = tmp_path / "argv.log"
+    (spy / "docker").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {argv_log}\nexec {real} "$@"\n')
+    (spy / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{spy}:{os.environ['PATH']}")
+    secret = "kpcb-s3cret-" + os.urandom(4).hex()
+    prefix = f"{TAG}-secret"
+    data = site(tmp_path, prefix, bootcfg={"token": {"env": "KPCB_TOKEN"}})
+    config = write_config(tmp_path / "kpc.yaml", data)
+    cleanup.append(config)
+    result = kpc(config, "up", "bootcfg", env={"KPCB_TOKEN": secret})
+    assert result.exit_code == 0, result.output
+    assert argv_log.exists() and f"{prefix}-bootcfg" in argv_log.read_text()
+    assert secret not in argv_log.read_text()
+    assert secret not in result.output
+    env = subprocess.run(
+        ["docker", "inspect", "--format", "{{json .Config.Env}}", f"{prefix}-bootcfg"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert f"KPCB_TOKEN={secret}" in json.loads(env)
+    missing = kpc(config, "up", "bootcfg", env={"KPCB_TOKEN": ""})
+    assert missing.exit_code == 2
+    assert "the secret in environment variable KPCB_TOKEN is not set" in missing.stderr
+
+
+def test_ca_bundle_is_the_host_trust_plus_the_site_extra(tmp_path: Path) -> None:
+    system = tmp_path / "system.pem"
+    system.write_text("SYSTEM CAS\n")
+    extra = tmp_path / "extra.pem"
+    extra.write_text("SITE PROXY CA")
+    bundle = write_ca_bundle(tmp_path / "out.pem", system, extra)
+    assert bundle.read_text() == "SYSTEM CAS\nSITE PROXY CA\n"
+    assert bundle.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ConfigError, match=r"images\.ca_bundle: cannot read"):
+        write_ca_bundle(tmp_path / "o2.pem", system, tmp_path / "nope.pem")
+    with pytest.raises(ConfigError, match="no CA bundle for builds"):
+        write_ca_bundle(tmp_path / "o3.pem", tmp_path / "none.pem", None)

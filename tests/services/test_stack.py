@@ -4,14 +4,17 @@ round trip, and a real proxy-DHCP exchange on the test's own network namespaces.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 import testinfra
 
+from appliance.drivers.docker import Docker
 from tests.conftest import require_tool
 from tests.services.conftest import (
     CLIENT_MAC,
@@ -57,7 +60,7 @@ def test_status_shows_every_service(stack: Stack) -> None:
         assert status["uptime_seconds"] >= 0
     registry_port = stack.data["registry"]["port"]
     assert statuses["registry"]["ports"] == [f"127.0.0.1:{registry_port}->5000/tcp"]
-    assert statuses["dnsmasq"]["ports"] == ["host network"]
+    assert statuses["dnsmasq"]["ports"] == ["host-network"]
     table = kpc(stack.config, "status")
     assert table.exit_code == 0
     assert table.stdout.splitlines()[0].split() == [
@@ -223,3 +226,35 @@ def test_a_config_change_recreates_only_what_it_concerns(stack: Stack, tmp_path:
         restored = kpc(stack.config, "up")
         assert restored.exit_code == 0, restored.output
         assert "bootcfg: recreate" in restored.stdout
+
+
+def test_following_logs_stops_cleanly_when_the_reader_stops(stack: Stack) -> None:
+    class Enough(Exception):
+        pass
+
+    seen: list[str] = []
+
+    def on_line(line: str) -> None:
+        seen.append(line)
+        raise Enough
+
+    name = stack.name("dnsmasq")
+    with pytest.raises(Enough):
+        Docker(dict(os.environ)).follow_logs(name, on_line, tail=3)
+    assert seen and seen[0].startswith("dnsmasq")
+    left = subprocess.run(["pgrep", "-f", f"logs --follow --tail 3 {name}"], capture_output=True)
+    assert left.returncode == 1, "a 'docker logs --follow' was left running"
+
+
+def test_images_list(stack: Stack) -> None:
+    result = kpc(stack.config, "images", "list")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["IMAGE", "ID", "SIZE", "CREATED", "VERSION", "REVISION"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["kpcb/dnsmasq:latest"][4] == "0.1.0"
+    assert (
+        rows["kpcb/dnsmasq:latest"][1]
+        == docker("image", "inspect", "-f", "{{.Id}}", "kpcb/dnsmasq:latest").stdout.strip()[7:19]
+    )
+    assert rows["kpc/base:bookworm"][1] != "(not"
