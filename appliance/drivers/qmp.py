@@ -12,6 +12,7 @@ import contextlib
 import json
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -109,12 +110,18 @@ class Qmp:
             raise QmpError(f"QEMU refused {command}: {desc}")
         return message.get("return")
 
-    def wait_event(self, name: str, timeout: float) -> dict[str, Any]:
-        """The first event called ``name`` (already received or arriving within ``timeout``)."""
+    def wait_event(
+        self,
+        name: str,
+        timeout: float,
+        match: Callable[[dict[str, Any]], bool] = lambda _event: True,
+    ) -> dict[str, Any]:
+        """The first event called ``name`` (and accepted by ``match``), already received or
+        arriving within ``timeout``; QmpError when none comes."""
         deadline = time.monotonic() + timeout
         while True:
             for index, event in enumerate(self.events):
-                if event.get("event") == name:
+                if event.get("event") == name and match(event):
                     return self.events.pop(index)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -122,8 +129,10 @@ class Qmp:
             self._sock.settimeout(remaining)
             try:
                 message = self._read_message()
-            except OSError:
+            except TimeoutError:
                 continue
+            except OSError as exc:
+                raise QmpError(f"QEMU at {self.path} went away: {exc}") from None
             finally:
                 self._sock.settimeout(self.timeout)
             if "event" in message:
