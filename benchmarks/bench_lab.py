@@ -184,9 +184,10 @@ def main() -> int:
     print("| nodes | firmware | pxe-all → all ready | per node | peak RSS | baseline: bare boots |")
     print("|------:|----------|--------------------:|---------:|---------:|---------------------:|")
     for r in results:
+        per_node = r["seconds"] / r["nodes"]
         print(
-            f"| {r['nodes']} | {r['firmware']} | {r['seconds']:.1f} s | "
-            f"{r['seconds'] / r['nodes']:.1f} s | {r['peak_mib']:.0f} MiB | {r['baseline_s']:.1f} s |"
+            f"| {r['nodes']} | {r['firmware']} | {r['seconds']:.1f} s | {per_node:.1f} s | "
+            f"{r['peak_mib']:.0f} MiB | {r['baseline_s']:.1f} s |"
         )
     return 0
 
