@@ -63,7 +63,9 @@ def proxy_dhcp_options(p: ProxyDhcp) -> list[str]:
         "log-facility=-",  # stderr, so `docker logs` has it
         "port=0",  # no DNS
         f"interface={interface}",
-        "bind-interfaces",
+        # per-interface sockets, and an interface that is not there yet (at boot) is waited
+        # for instead of being fatal
+        "bind-dynamic",
         f"dhcp-range={p.subnet.network_address},proxy,{p.subnet.netmask}",
         "leasefile-ro",  # proxy mode keeps no leases; never write a lease file
         "enable-tftp",

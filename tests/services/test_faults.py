@@ -100,26 +100,56 @@ def test_a_crash_looping_service_is_named_with_its_log(
 ) -> None:
     del built_images
     prefix = f"{TAG}-crash"
-    # dnsmasq on an interface that does not exist: it exits at once, Docker restarts it
-    data = site(tmp_path, prefix, interface=f"{TAG}noif0")
+    # bootcfg with os.version 'host' on a host that is not Flatcar and no Flatcar assets in
+    # its data directory: it refuses to serve and exits; Docker keeps restarting it
+    data = site(tmp_path, prefix, os={"version": "host"})
+    config = write_config(tmp_path / "kpc.yaml", data)
+    cleanup.append(config)
+    result = kpc(config, "up", "bootcfg")
+    assert result.exit_code == 1, result.output
+    assert "error: service bootcfg is not healthy: it keeps crashing" in result.stderr
+    assert "os.version is 'host', but this host is not Flatcar" in result.stderr  # its log
+    assert "hint: see more with 'kpc logs bootcfg' and 'kpc status'" in result.stderr
+
+    status = kpc(config, "status", "--json")
+    assert status.exit_code == 0, status.output
+    bootcfg = next(s for s in json.loads(status.stdout) if s["service"] == "bootcfg")
+    assert bootcfg["problem"].startswith("it keeps crashing")
+    assert bootcfg["restarts"] >= 1
+    assert any("this host is not Flatcar" in line for line in bootcfg["log_tail"])
+    table = kpc(config, "status")
+    assert "bootcfg: it keeps crashing" in table.stdout
+    assert "this host is not Flatcar" in table.stdout
+    assert "registry  missing" in table.stdout
+
+
+def test_dnsmasq_waits_for_a_missing_interface_and_says_so(
+    built_images: dict[str, Any], tmp_path: Path, cleanup: list[Path]
+) -> None:
+    del built_images
+    prefix = f"{TAG}-noif"
+    # (127.0.0.5: a local address no dnsmasq socket is bound to, so TFTP there fails)
+    data = site(
+        tmp_path,
+        prefix,
+        interface=f"{TAG}noif0",
+        address="127.0.0.5",
+        services={"health_timeout": 3},
+    )
     config = write_config(tmp_path / "kpc.yaml", data)
     cleanup.append(config)
     result = kpc(config, "up", "dnsmasq")
     assert result.exit_code == 1, result.output
-    assert "error: service dnsmasq is not healthy: it keeps crashing" in result.stderr
-    assert f"unknown interface {TAG}noif0" in result.stderr  # its last log lines
-    assert "hint: see more with 'kpc logs dnsmasq' and 'kpc status'" in result.stderr
-
-    status = kpc(config, "status", "--json")
-    assert status.exit_code == 0, status.output
-    dnsmasq = next(s for s in json.loads(status.stdout) if s["service"] == "dnsmasq")
-    assert dnsmasq["problem"].startswith("it keeps crashing")
-    assert dnsmasq["restarts"] >= 1
-    assert any(f"unknown interface {TAG}noif0" in line for line in dnsmasq["log_tail"])
-    table = kpc(config, "status")
-    assert "dnsmasq: it keeps crashing" in table.stdout
-    assert f"unknown interface {TAG}noif0" in table.stdout
-    assert "registry  missing" in table.stdout
+    assert "error: service dnsmasq is not healthy: its health check has not passed yet, " \
+        "after 3 s (services.health_timeout)" in result.stderr  # fmt: skip
+    assert f"interface {TAG}noif0 does not currently exist" in result.stderr
+    # it keeps running (and would serve once the interface appears), never crash-looping
+    info = json.loads(
+        subprocess.run(
+            ["docker", "inspect", f"{prefix}-dnsmasq"], capture_output=True, text=True, check=True
+        ).stdout
+    )[0]
+    assert info["State"]["Running"] and info["RestartCount"] == 0
 
 
 def test_down_keeps_data_and_purge_asks_first(

@@ -26,7 +26,7 @@ def test_proxy_only_never_leases() -> None:
     assert "port=0" in options  # no DNS
     assert "leasefile-ro" in options
     assert not any(o.startswith(("dhcp-authoritative", "dhcp-host")) for o in options)
-    assert "interface=eth1" in options and "bind-interfaces" in options
+    assert "interface=eth1" in options and "bind-dynamic" in options
 
 
 def test_firmware_is_chainloaded_and_ipxe_goes_to_bootcfg() -> None:

@@ -127,7 +127,7 @@ def test_registry_push_pull_round_trip(stack: Stack, tmp_path: Path) -> None:
 
 
 def test_logs(stack: Stack) -> None:
-    result = kpc(stack.config, "logs", "dnsmasq", "--tail", "50")
+    result = kpc(stack.config, "logs", "dnsmasq", "--tail", "100000")
     assert result.exit_code == 0, result.output
     assert "DHCP, proxy on subnet 198.19.202.0" in result.stdout
     unknown = kpc(stack.config, "logs", "dhcpd")
