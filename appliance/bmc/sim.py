@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     ap.add_argument("--drop-first", type=int, default=0, help="ignore the first N packets")
     ap.add_argument("--mute-after", type=int, help="stop answering after N packets")
+    ap.add_argument(
+        "--mute-on", choices=("status", "bootdev", "control"), help="go silent at this command"
+    )
     ap.add_argument("--busy", type=int, default=0, help="first N commands answer 'busy'")
     ap.add_argument("--no-bootdev", action="store_true", help="no boot-device support")
     ap.add_argument("--verbose", "-v", action="store_true")
@@ -113,6 +116,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         delay=args.delay,
         drop_first=args.drop_first,
         mute_after=args.mute_after,
+        mute_on=args.mute_on,
         busy=args.busy,
         no_bootdev=args.no_bootdev,
     )

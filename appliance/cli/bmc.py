@@ -364,7 +364,9 @@ def bootdev(
 def pxe_all(
     ctx: typer.Context,
     targets: list[str] | None = TargetsArg,
-    fanout: int | None = typer.Option(None, "--fanout", help="BMCs at once (default 50)."),
+    fanout: int | None = typer.Option(
+        None, "--fanout", help="BMCs talked to at once (default: bmc.fanout, 50)."
+    ),
     only: list[str] = OnlyOpt,
     exclude: list[str] = ExcludeOpt,
     dry_run: bool = DryRunOpt,

@@ -116,7 +116,8 @@ HINTS = {
     Failure.BAD_CREDENTIALS: "check bmc.user and the password reference (or KPC_BMC_PASSWORD); "
     "per-host overrides go in bmc.hosts",
     Failure.BUSY: "the BMC kept answering 'busy'; retry in a minute",
-    Failure.NOT_SUPPORTED: "this BMC does not support the request; do it from its web UI",
+    Failure.NOT_SUPPORTED: "the BMC refused the request (see each error); if it lacks the "
+    "feature, use its web UI",
     Failure.PARTIAL: "some steps were done (see the result); check the machine and retry",
     Failure.TIMEOUT: "the BMC answers, but too slowly: raise bmc.timeout or --timeout",
     Failure.ERROR: "see the error; rerun with -v for details",

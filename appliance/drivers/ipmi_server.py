@@ -75,6 +75,13 @@ _SELECTOR_BY_DEVICE: dict[BootDevice, int] = {
 }
 
 
+_MUTE_KINDS = {
+    p.CMD_GET_CHASSIS_STATUS: "status",
+    p.CMD_SET_SYSTEM_BOOT_OPTIONS: "bootdev",
+    p.CMD_CHASSIS_CONTROL: "control",
+}
+
+
 @dataclass(frozen=True)
 class SimFaults:
     """Misbehaviour for tests; the default is a well-behaved BMC."""
@@ -82,6 +89,7 @@ class SimFaults:
     delay: float = 0.0  # seconds before each packet is handled (a slow BMC)
     drop_first: int = 0  # ignore the first N packets (lost on the way)
     mute_after: int | None = None  # stop answering after this many packets
+    mute_on: str | None = None  # go silent at the first "status", "bootdev" or "control"
     busy: int = 0  # answer the first N chassis/boot commands with 0xC0 (node busy)
     no_bootdev: bool = False  # boot options commands are not supported (0xC1)
 
@@ -207,6 +215,7 @@ class SimBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]  # pyghmi is untyped
         self.iana = iana
         self._events = events
         self._packets = 0
+        self._silenced = False
         self._busy_left = faults.busy
         self._persistent = False
         self._efi = False
@@ -228,7 +237,7 @@ class SimBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]  # pyghmi is untyped
     @property
     def muted(self) -> bool:
         limit = self.faults.mute_after
-        return limit is not None and self._packets >= limit
+        return self._silenced or (limit is not None and self._packets >= limit)
 
     def receive(self, data: bytes, client: Any) -> bool:
         """Count a packet; False for one this BMC ignores (``drop_first``, ``mute_after``)."""
@@ -304,6 +313,9 @@ class SimBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]  # pyghmi is untyped
             super().handle_raw_request(request, session)
             return
         data = bytes(request["data"])
+        if self.faults.mute_on is not None and self.faults.mute_on == _MUTE_KINDS.get(command):
+            self._silenced = True  # no answer to this command, nor to anything after it
+            return
         try:
             code, reply = self._chassis(command, data)
         except KpcError as exc:

@@ -42,7 +42,7 @@ mc_enable 0x20
 def ipmi_sim(workdir: Path, address: str, user: str, password: str) -> Iterator[Path]:
     """Run ipmi_sim on ADDRESS:623; yields the file holding its power state ("0"/"1")."""
     require_root()
-    require_tool("ipmi_sim")
+    require_tool("ipmi_sim", "ipmiping")
     workdir.mkdir(parents=True, exist_ok=True)
     chassis = workdir / "chassis.sh"
     chassis.write_text(CHASSIS)

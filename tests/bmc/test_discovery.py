@@ -93,5 +93,5 @@ def test_cli_discover_needs_networks(tmp_path: Path) -> None:
 
 def test_neighbour_budget() -> None:
     lan = [ipaddress.IPv4Network("10.0.0.0/22")]
-    assert discovery.neighbour_budget(lan, 1024) == 341  # 512 entries / 3 s, 2 packets each
+    assert discovery.neighbour_budget(lan, 1024) == 512  # 768 entries / 3 s, 2 packets each
     assert discovery.neighbour_budget([NET], 1024) is None  # loopback: no ARP

@@ -68,8 +68,8 @@ def test_pxe_all_reports_each_failure_while_the_others_succeed(
     good_off = sims.start("127.44.3.20", 2, power="off", wait=False)
     sims.start("127.44.3.50", password="another-password", wait=False)  # wrong password
     sims.start("127.44.3.51", wait=False)  # the config gives it an unknown user
-    sims.start("127.44.3.60", mute_after=7, wait=False)  # login + status, then silence
-    partial = sims.start("127.44.3.61", mute_after=8, wait=False)  # ... + boot device
+    sims.start("127.44.3.60", mute_on="bootdev", wait=False)  # silent from the boot flags on
+    partial = sims.start("127.44.3.61", mute_on="control", wait=False)  # ... from the reset on
     slow_ok = sims.start("127.44.3.70", delay=0.1, wait=False)
     sims.start("127.44.3.71", delay=0.45, wait=False)  # too slow for --timeout 3
     busy = sims.start("127.44.3.80", busy=2, wait=False)  # busy twice, then fine
