@@ -42,6 +42,7 @@ group = typer.Typer(
     help="The virtual lab: QEMU servers with simulated BMCs, provisioned by kpc itself.",
     no_args_is_help=True,
 )
+DEFAULT_FLATCAR_ASSETS = Path("/var/lib/kpc/bootcfg/assets/flatcar")
 DIR_HELP = "The lab's directory (default: $KPC_LAB_DIR, else /var/lib/kpc/lab)."
 
 
@@ -120,6 +121,17 @@ def up(
     prefix: str = typer.Option(
         "kpclab", "--services-prefix", help="Container name prefix in the lab config."
     ),
+    accel: str = typer.Option(
+        "tcg", "--accel", help="tcg, kvm, or auto (KVM only if a test boot under KVM works)."
+    ),
+    flatcar_assets: Path | None = typer.Option(
+        None,
+        "--flatcar-assets",
+        help="A directory of Flatcar versions fetched by 'kpc assets fetch' (its "
+        "assets/flatcar): the servers install Flatcar instead of the lab OS. Default: "
+        "/var/lib/kpc/bootcfg/assets/flatcar when it holds the configured version.",
+        show_default=False,
+    ),
 ) -> None:
     """Make the lab: namespaces and bridges (198.18.0.0/15, never routed out), a site router
     (DHCP + IPv6 RA, no PXE), N powered-off QEMU servers (disk first) and one simulated BMC
@@ -127,6 +139,8 @@ def up(
     c = cli(ctx)
     if firmware not in ("bios", "uefi", "mixed"):
         raise typer.BadParameter("must be bios, uefi or mixed", param_hint="--firmware")
+    if accel not in ("tcg", "kvm", "auto"):
+        raise typer.BadParameter("must be tcg, kvm or auto", param_hint="--accel")
     choice: FirmwareChoice = (
         "bios" if firmware == "bios" else "uefi" if firmware == "uefi" else "mixed"
     )
@@ -141,6 +155,8 @@ def up(
         bootcfg_port=bootcfg_port,
         registry_port=registry_port,
         services_prefix=prefix,
+        accel=accel,
+        flatcar_assets=flatcar_assets or DEFAULT_FLATCAR_ASSETS,
     )
     say = _progress(c)
 

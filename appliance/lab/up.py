@@ -44,6 +44,7 @@ TOOLS = {
 }
 BMC_READY_TIMEOUT = 60.0
 BMC_USER = "admin"
+FLATCAR_MEMORY_MIB = 2048  # Flatcar's PXE initrd unpacks its whole /usr into RAM
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the final NUL
 
 
@@ -60,7 +61,7 @@ class UpRequest:
     network: int = 0
     memory_mib: int = 256
     cache: Path = Path("/var/cache/kpc/lab-os")
-    accel: Accel = "tcg"
+    accel: str = "tcg"  # tcg, kvm (after a boot probe), or auto (kvm if the probe boots)
     bootcfg_port: int = 8080
     registry_port: int = 5000
     services_prefix: str = "kpclab"
@@ -87,6 +88,54 @@ def check_prerequisites(plan: LabPlan) -> None:
         for path in (OVMF_CODE, OVMF_VARS):
             if not path.is_file():
                 raise ToolMissing(f"OVMF (UEFI firmware for QEMU, {path})", "ovmf")
+
+
+KVM_PROBE_TIMEOUT = 30.0
+PROBE_LINE = "probe: the lab OS runs"
+
+
+def probe_kvm(lab_os: LabOs, work: Path) -> bool:
+    """Whether a KVM guest really boots here: /dev/kvm alone proves nothing (nested
+    virtualisation can hang guests in the kernel's decompressor)."""
+    if not Path("/dev/kvm").exists():
+        return False
+    serial = work / "kvm-probe.log"
+    serial.unlink(missing_ok=True)
+    child = netns.spawn(
+        [
+            *("qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults"),
+            *("-display", "none", "-serial", f"file:{serial}", "-no-reboot"),
+            *("-kernel", str(lab_os.kernel), "-initrd", str(lab_os.initrd)),
+            *("-append", "console=ttyS0 quiet kpc.role=probe"),
+        ]
+    )
+    deadline = time.monotonic() + KVM_PROBE_TIMEOUT
+    try:
+        while time.monotonic() < deadline and child.running():
+            if serial.is_file() and PROBE_LINE in serial.read_text(errors="replace"):
+                return True
+            time.sleep(0.2)
+        return serial.is_file() and PROBE_LINE in serial.read_text(errors="replace")
+    finally:
+        child.stop(2.0)
+        serial.unlink(missing_ok=True)
+
+
+def _choose_accel(requested: str, lab_os: LabOs, work: Path, progress: Progress) -> Accel:
+    if requested == "tcg":
+        return "tcg"
+    progress("probing KVM: booting the lab OS once under KVM")
+    if probe_kvm(lab_os, work):
+        progress("KVM works here: the servers use it")
+        return "kvm"
+    if requested == "kvm":
+        raise LabError(
+            "KVM does not work on this host (a test boot under KVM did not reach the lab OS "
+            f"within {KVM_PROBE_TIMEOUT:.0f}s)",
+            hint="use --accel tcg (the default), or fix nested virtualisation",
+        )
+    progress("KVM does not work here (the probe did not boot): the servers use TCG")
+    return "tcg"
 
 
 def _check_directory(directory: Path) -> None:
@@ -268,6 +317,7 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
         )
     lab_os: LabOs = build_lab_os(request.cache, progress)
     progress(f"lab OS {lab_os.version} (kernel {lab_os.kernel_release}) in {lab_os.directory}")
+    accel = _choose_accel(request.accel, lab_os, request.cache, progress)
 
     paths = LabPaths(directory)
     state = LabState(
@@ -286,7 +336,7 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
         )
         network.create_network(plan, lambda resource: record(state, resource))
         progress(f"servers: {len(plan.servers)} VMs, powered off, disk first")
-        _server_files(state, paths, request.accel)
+        _server_files(state, paths, accel)
         _secret_file(paths.bmc_password, secrets.token_hex(8))  # IPMI: at most 16-20 bytes
         _ssh_key(paths)
         config_text = render.site_config(
@@ -307,6 +357,11 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
 
         boots = prepare_data_dir(config, lab_os, keys, flatcar_assets=request.flatcar_assets)
         progress(f"bootcfg data in {config.bootcfg.data_dir}: the installer boots {boots}")
+        if boots.startswith("Flatcar") and request.memory_mib < FLATCAR_MEMORY_MIB:
+            progress(
+                f"warning: Flatcar's PXE image needs about {FLATCAR_MEMORY_MIB} MiB of RAM; "
+                f"the servers have {request.memory_mib} (kpc lab up --memory)"
+            )
         progress("site router and simulated BMCs: starting")
         _start_supervisor(state, paths)
         _wait_for_bmcs(state, paths, progress)

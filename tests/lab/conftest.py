@@ -37,12 +37,15 @@ class Result:
     output: str
 
 
-def kpc(args: Sequence[str], config: Path | None = None, timeout_note: str = "") -> Result:
+def kpc(
+    args: Sequence[str], config: Path | None = None, env: dict[str, str] | None = None
+) -> Result:
     """Run one kpc command in this process, as the operator would type it."""
-    env = {"KPC_CONFIG": str(config)} if config else {}
-    result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+    environ = {"KPC_CONFIG": str(config)} if config else {}
+    environ.update(env or {})
+    result = CliRunner().invoke(app, list(args), env=environ, catch_exceptions=False)
     output = result.output
-    print(f"$ kpc {' '.join(args)}{timeout_note}\n{output}")
+    print(f"$ kpc {' '.join(args)}\n{output}")
     return Result(result.exit_code, output)
 
 

@@ -12,6 +12,7 @@ lab-run/artifacts/ (see tests/lab/conftest.py).
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -53,6 +54,9 @@ def test_kpc_provisions_the_lab_end_to_end(lab_dir: Path) -> None:
     macs = [s["mac"] for s in servers]
     assert [s["firmware"] for s in servers] == ["bios", "uefi", "bios"]
 
+    base = subprocess.run(["docker", "image", "inspect", "kpc/base:bookworm"], capture_output=True)
+    if base.returncode != 0:
+        _ok(["images", "base"], config)
     _ok(["images", "build", "dnsmasq", "bootcfg", "registry"], config)
     _ok(["up"], config)
     found = _ok(["bmc", "discover"], config)

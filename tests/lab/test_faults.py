@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import require_root, wait_for
 from tests.lab.conftest import NAME, ipmi, kpc, leftovers, reap_children, up_args
 
 pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.slow]
@@ -85,3 +85,14 @@ def test_lab_needs_a_usable_directory(tmp_path: Path) -> None:
     assert (tmp_path / "someone-elses-file").read_text() == "keep me"
     missing = kpc(["lab", "status", "--dir", str(tmp_path / "nothing")])
     assert missing.code == 1 and "there is no lab in" in missing.output
+
+
+def test_missing_qemu_says_what_to_install(tmp_path: Path) -> None:
+    require_root()
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    result = kpc(up_args(tmp_path / "lab", 1, "bios"), env={"PATH": str(empty)})
+    assert result.code == 1
+    assert "qemu-system-x86_64 is not installed" in result.output
+    assert "apt-get install qemu-system-x86" in result.output
+    assert not (tmp_path / "lab").exists()
