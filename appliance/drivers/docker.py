@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -521,11 +521,3 @@ class Docker:
             return process.stream(argv, on_line, env=self._environ, check=True)
         except CommandFailed as exc:
             raise translate(exc.output, f"following the logs of {name}", self.where) from None
-
-    def execute(self, name: str, argv: Iterable[str]) -> str:
-        """Run a command in a running container and return its output."""
-        out = self._call(
-            f"running a command in {name}",
-            lambda: self._client.container.execute(name, list(argv)),
-        )
-        return str(out or "")
