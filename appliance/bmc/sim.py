@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--mute-on", choices=("status", "bootdev", "control"), help="go silent at this command"
     )
+    ap.add_argument("--forget-after", type=int, help="drop all sessions once, after N packets")
     ap.add_argument("--busy", type=int, default=0, help="first N commands answer 'busy'")
     ap.add_argument("--no-bootdev", action="store_true", help="no boot-device support")
     ap.add_argument("--verbose", "-v", action="store_true")
@@ -117,6 +118,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         drop_first=args.drop_first,
         mute_after=args.mute_after,
         mute_on=args.mute_on,
+        forget_after=args.forget_after,
         busy=args.busy,
         no_bootdev=args.no_bootdev,
     )

@@ -175,7 +175,8 @@ class _Session(pyghmi_session.Session):  # type: ignore[misc]  # pyghmi is untyp
 
     - the privilege-level request that ends a login is sent with a callback instead of
       waiting for its answer in place;
-    - a re-login after a lost packet does not wait for the old command's deadline first;
+    - a command that gets no answer ends the session (the engine decides about a new one)
+      instead of pyghmi's re-login, and a re-login during a login does not wait first;
     - it notes whether the BMC ever answered and the RMCP+ status of a refused login, so a
       failure can be told apart: nobody there, or wrong credentials.
     """
@@ -191,19 +192,21 @@ class _Session(pyghmi_session.Session):  # type: ignore[misc]  # pyghmi is untyp
             self.kpc_last_heard = time.monotonic()
         super().process_pktqueue()
 
+    def _note_status(self, data: Any, context: str) -> None:
+        """The status of the latest RMCP+/RAKP answer (a later success clears a refusal)."""
+        if self.sessioncontext == context and len(data) > 1:
+            self.kpc_rmcp_status = data[1] or None
+
     def _got_rmcp_response(self, data: Any) -> Any:
-        if self.sessioncontext == "OPENSESSION" and len(data) > 1 and data[1]:
-            self.kpc_rmcp_status = data[1]
+        self._note_status(data, "OPENSESSION")
         return super()._got_rmcp_response(data)
 
     def _got_rakp2(self, data: Any) -> Any:
-        if len(data) > 1 and data[1] and self.sessioncontext == "EXPECTINGRAKP2":
-            self.kpc_rmcp_status = data[1]
+        self._note_status(data, "EXPECTINGRAKP2")
         return super()._got_rakp2(data)
 
     def _got_rakp4(self, data: Any) -> Any:
-        if len(data) > 1 and data[1] and self.sessioncontext == "EXPECTINGRAKP4":
-            self.kpc_rmcp_status = data[1]
+        self._note_status(data, "EXPECTINGRAKP4")
         return super()._got_rakp4(data)
 
     def _relog(self) -> Any:
@@ -213,8 +216,11 @@ class _Session(pyghmi_session.Session):  # type: ignore[misc]  # pyghmi is untyp
     def _req_priv_level(self) -> None:
         self.logged = 1
         self.logoutexpiry = None
-        self.maxtimeout = 4
-        self.logontries = 1
+        # once logged in: 3 sends of a command over ~5 s, then give up and tell the callback
+        # (pyghmi would log in again and re-send on its own, delivering the answer to the
+        # wrong callback in asynchronous use; the engine starts a fresh session instead)
+        self.maxtimeout = 3
+        self.logontries = 0
         self._kpc_request_privilege()
 
     def _kpc_request_privilege(self) -> None:
@@ -319,6 +325,7 @@ class _Host:
             )
             or session.sessioncontext == "FAILED"
             or "password" in error.lower()
+            or "user name" in error.lower()
         ):
             what = "the BMC refused the user name" if status == 0x0D else "wrong password"
             if status in (p.RMCPP_STATUS_INVALID_ROLE, p.RMCPP_STATUS_UNAUTHORIZED_ROLE):
@@ -327,6 +334,12 @@ class _Host:
             return
         if not session.kpc_answered:
             self._lost("no answer to the login", Failure.NO_ANSWER)
+            return
+        if status == p.RMCPP_STATUS_NO_CIPHER_SUITE_MATCH:
+            self.fail(
+                Failure.NOT_SUPPORTED,
+                "login refused: the BMC offers none of the cipher suites kpc speaks (3, 17)",
+            )
             return
         if status is not None:
             self.fail(Failure.ERROR, f"login refused: {error}")

@@ -20,8 +20,9 @@ What stock pyghmi 1.6 lacks, and this module adds (see the lab notes):
 - chassis commands and boot options on a ``MachineBackend``, with real one-time/persistent
   boot flags that ``ipmitool chassis bootparam get 5`` reads back.
 
-Faults for tests (``SimFaults``): a slow BMC, lost packets, one that stops answering after
-N packets, one that is busy for the first N commands, one without boot-device support.
+Faults for tests (``SimFaults``): a slow BMC, lost packets, one that stops answering (after
+N packets or at a command), one that forgets its sessions, one that is busy for the first N
+commands, one without boot-device support.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class SimFaults:
     drop_first: int = 0  # ignore the first N packets (lost on the way)
     mute_after: int | None = None  # stop answering after this many packets
     mute_on: str | None = None  # go silent at the first "status", "bootdev" or "control"
+    forget_after: int | None = None  # after N packets, drop all sessions once (a BMC restart)
     busy: int = 0  # answer the first N chassis/boot commands with 0xC0 (node busy)
     no_bootdev: bool = False  # boot options commands are not supported (0xC1)
 
@@ -244,6 +246,8 @@ class SimBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]  # pyghmi is untyped
         if self.muted:
             return False
         self._packets += 1
+        if self._packets - 1 == self.faults.forget_after:
+            self.sessions.clear()
         return self._packets > self.faults.drop_first
 
     def handle(self, data: bytes, client: Any) -> None:

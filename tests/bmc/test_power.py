@@ -144,6 +144,21 @@ bmc:
         assert PASSWORD not in sim.cmdline() and "another-password" not in sim.cmdline()
 
 
+def test_a_lost_session_is_started_again(sims: Sims, tmp_path: Path) -> None:
+    # after login (6 packets) and the power state (7), the BMC forgets its sessions: the boot
+    # flags go unanswered, and kpc logs in again instead of giving up
+    sim = sims.start("127.44.8.10", forget_after=7)
+    config = write_config(tmp_path, "bmc: {user: admin}\n")
+    code, out, err = kpc(config, "pxe-all", "127.44.8.10", "--yes", "--json", "--timeout", "15")
+    assert code == 0, err
+    row = rows(out)["127.44.8.10"]
+    assert row["result"] == "PXE boot: reset" and row["attempts"] == 2
+    assert [(e["action"], e.get("device") or e.get("next_boot")) for e in sim.events()] == [
+        ("bootdev", "network"),
+        ("reset", "network"),
+    ]
+
+
 def test_table_and_hints(sims: Sims, tmp_path: Path) -> None:
     sims.start("127.44.4.10", power="off", wait=False)
     sims.start("127.44.4.11", password="another-password", wait=False)
