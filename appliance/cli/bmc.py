@@ -86,9 +86,13 @@ def _candidates(site: _Site) -> list[Candidate]:
 def _resolve_password(c: Cli, ref: SecretRef, what: str) -> str:
     try:
         return ref.resolve(c.environ)
-    except SecretError:
+    except SecretError as exc:
         fallback = c.environ.get(PASSWORD_ENV)
         if fallback:
+            if ref.env != PASSWORD_ENV:
+                c.err.print(
+                    f"[yellow]warning:[/] bmc.password: {escape(exc.message)}; using {PASSWORD_ENV}"
+                )
             return fallback
         if sys.stdin.isatty():
             value = typer.prompt(f"Password for {what}", hide_input=True, err=True)

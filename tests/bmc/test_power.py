@@ -197,6 +197,16 @@ def test_per_host_password_reference(sims: Sims, tmp_path: Path) -> None:
     assert code == 2
     assert "127.44.5.10: the secret in environment variable RACK2_PW is not set" in err
 
+    # the site's own reference is unset: KPC_BMC_PASSWORD is used, with a warning
+    site_ref = write_config(
+        tmp_path,
+        "bmc: {user: admin, password: {env: SITE_BMC_PW}, hosts: [{address: 127.44.5.11}]}\n",
+    )
+    code, out, err = kpc(site_ref, "bmc", "power", "status", "--json")
+    assert code == 0, err
+    assert rows(out)["127.44.5.11"]["result"] == "on"
+    assert "SITE_BMC_PW is not set; using KPC_BMC_PASSWORD" in err
+
 
 def test_bootdev_persistent(sims: Sims, tmp_path: Path) -> None:
     sim = sims.start("127.44.6.10")
