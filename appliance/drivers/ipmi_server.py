@@ -205,7 +205,6 @@ class SimBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]  # pyghmi is untyped
         self.additionaldevices = 0
         self.mfgid = 0
         self.prodid = 0
-        self.pktqueue: Any = None
         self.uuid = uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"kpc-sim://{address}:{port}")
         self.authdata = dict(users)
         self.kg = None
