@@ -23,6 +23,7 @@ from appliance.services import health
 from appliance.services.spec import (
     LABEL_HASH,
     LABEL_PREFIX,
+    LABEL_SERVICE,
     PORT_KEYS,
     SERVICES,
     select_services,
@@ -42,10 +43,19 @@ def plan_up(
     current: Mapping[str, ContainerInfo | None],
     image_ids: Mapping[str, str],
 ) -> list[Action]:
-    """What ``up`` does to each service (pure)."""
+    """What ``up`` does to each service (pure).
+
+    A container with the service's name that kpc did not make is never touched.
+    """
     actions = []
     for service, spec in specs.items():
         info = current.get(service)
+        if info is not None and info.labels.get(LABEL_SERVICE) != service:
+            raise DockerError(
+                f"a container named {spec.name} exists, but kpc did not create it",
+                hint=f"remove or rename it (docker rm -f {spec.name}), or choose another "
+                "services.prefix in the site config",
+            )
         if info is None:
             verb, reason = "create", "not there yet"
         elif info.labels.get(LABEL_HASH) != dict(spec.labels).get(LABEL_HASH):
@@ -166,18 +176,26 @@ def plan_down(config: SiteConfig, docker: Docker, *, purge: bool) -> DownPlan:
     return DownPlan(containers, dirs)
 
 
-def _refuse_dangerous(path: Path) -> None:
+# never purged, whatever the config says (a typo must not wipe a system directory)
+SYSTEM_DIRS = frozenset(
+    Path(p)
+    for p in ("/var/lib", "/var/cache", "/var/log", "/var/tmp", "/usr/local", "/usr/share",
+              "/home", "/root", "/srv", "/opt", "/mnt", "/media", "/etc", "/tmp", "/run")
+)  # fmt: skip
+
+
+def check_purgeable(path: Path) -> None:
     resolved = path.resolve()
-    if len(resolved.parts) < 3 or resolved == Path.home():
+    if len(resolved.parts) < 3 or resolved in SYSTEM_DIRS or resolved == Path.home():
         raise UsageError(
             f"refusing to purge {path}: it is not a kpc data directory",
             hint="point bootcfg.data_dir / registry.storage at kpc's own directories",
         )
 
 
-def _purge(path: Path) -> None:
+def purge_data(path: Path) -> None:
     """Delete ``path``; if it is a mount point, empty it and keep the directory."""
-    _refuse_dangerous(path)
+    check_purgeable(path)
     if path.is_file() or path.is_symlink():
         path.unlink()
         return
@@ -200,7 +218,7 @@ def down(
         docker.remove(name)
     for path in plan.data_dirs:
         on_step(f"delete {path}")
-        _purge(path)
+        purge_data(path)
 
 
 # --- status and logs -----------------------------------------------------------------------

@@ -11,11 +11,12 @@ import pytest
 
 from appliance.config import SiteConfig, parse_config
 from appliance.drivers.docker import ContainerInfo
-from appliance.errors import ConfigError, UsageError
+from appliance.errors import ConfigError, DockerError, UsageError
 from appliance.services.health import judge
-from appliance.services.lifecycle import plan_up
+from appliance.services.lifecycle import check_purgeable, plan_up, purge_data
 from appliance.services.spec import (
     LABEL_HASH,
+    LABEL_SERVICE,
     SERVICES,
     env_secrets_needed,
     select_services,
@@ -159,15 +160,22 @@ def test_plan_up_is_idempotent_and_says_why() -> None:
         action = plan_up(s, {"registry": current}, ids)[0]
         return action.verb, action.reason
 
+    ours = {LABEL_SERVICE: "registry", LABEL_HASH: h}
     assert verb(None) == ("create", "not there yet")
-    assert verb(info(labels={LABEL_HASH: h})) == ("keep", "running and unchanged")
-    assert verb(info(labels={LABEL_HASH: "old"})) == ("recreate", "its configuration changed")
-    assert verb(info(labels={LABEL_HASH: h}, image_id="sha256:older")) == (
+    assert verb(info(labels=ours)) == ("keep", "running and unchanged")
+    assert verb(info(labels={**ours, LABEL_HASH: "old"})) == (
+        "recreate",
+        "its configuration changed",
+    )
+    assert verb(info(labels=ours, image_id="sha256:older")) == (
         "recreate",
         "kpcbimg/registry:latest was rebuilt",
     )
-    stopped = info(labels={LABEL_HASH: h}, running=False, status="exited")
+    stopped = info(labels=ours, running=False, status="exited")
     assert verb(stopped) == ("start", "it was exited")
+    with pytest.raises(DockerError, match="exists, but kpc did not create it") as caught:
+        verb(info(labels={}))
+    assert caught.value.hint is not None and "docker rm -f kpcb-registry" in caught.value.hint
 
 
 def test_judge() -> None:
@@ -186,3 +194,18 @@ def test_judge() -> None:
     assert once == "it keeps crashing (1 restart)"
     # crashed once long ago but healthy now: fine
     assert judge(info(restart_count=1)) is None
+
+
+@pytest.mark.parametrize("path", ["/", "/var", "/var/lib", "/srv", "/home", "/tmp"])
+def test_purge_refuses_system_directories(path: str) -> None:
+    with pytest.raises(UsageError, match="refusing to purge"):
+        check_purgeable(Path(path))
+
+
+def test_purge_empties_a_data_directory(tmp_path: Path) -> None:
+    data = tmp_path / "registry"
+    (data / "docker" / "v2").mkdir(parents=True)
+    (data / "docker" / "v2" / "blob").write_text("x")
+    (data / "link").symlink_to(tmp_path)  # a symlink is removed, never followed
+    purge_data(data)
+    assert not data.exists() and tmp_path.exists()
