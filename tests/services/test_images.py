@@ -131,8 +131,8 @@ def test_building_without_the_base_image_says_how_to_make_it(tmp_path: Path) -> 
     assert "hint: make it first (no registry needed): kpc images base" in result.stderr
 
 
-def test_base_image_already_present_is_used(tmp_path: Path) -> None:
-    require_docker()
+def test_base_image_already_present_is_used(built_images: dict[str, Any], tmp_path: Path) -> None:
+    del built_images  # (which makes the base on a fresh machine)
     config = write_config(tmp_path / "kpc.yaml", site(tmp_path, f"{TAG}-base"))
     before = inspect(BASE)["Id"]
     result = kpc(config, "images", "base")
