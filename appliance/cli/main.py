@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -9,25 +11,11 @@ from typing import Any
 
 import typer
 import typer.core
+import typer.main
 from rich.console import Console
 from rich.markup import escape
 
 from appliance import __version__
-from appliance.cli import (
-    assets,
-    bmc,
-    bootcfg,
-    config,
-    ignition,
-    images,
-    install_host,
-    kolla,
-    lab,
-    node_access,
-    nodes,
-    registry,
-    services,
-)
 from appliance.cli.common import Cli
 from appliance.errors import ConfigError, KpcError
 
@@ -42,8 +30,55 @@ def report_error(exc: KpcError, console: Console) -> None:
         console.print(f"[bold]hint:[/] {escape(exc.hint)}")
 
 
+# Each command, and the CLI modules that define it (their ``register(app)``), in the order
+# ``kpc --help`` lists them. A module is imported only when one of its commands runs, so a
+# command does not pay for the libraries of the others (aiohttp, paramiko, pyghmi, ...).
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "config": ("config",),
+    "ignition": ("ignition",),
+    "install-host": ("install_host",),
+    "images": ("images",),
+    "up": ("services",),
+    "down": ("services",),
+    "status": ("services",),
+    "logs": ("services",),
+    "bootcfg": ("bootcfg",),
+    "assets": ("assets",),
+    "nodes": ("nodes", "node_access"),
+    "bmc": ("bmc",),
+    "pxe-all": ("bmc",),
+    "lab": ("lab",),
+    "kolla": ("kolla",),
+    "registry": ("registry",),
+}
+
+
+@functools.cache
+def _commands_of(modules: tuple[str, ...]) -> Any:
+    """Import ``modules`` and return the click group their commands form (once per process)."""
+    holder = typer.Typer()
+    holder.callback()(_no_op)  # a callback keeps a single command inside a group
+    for name in modules:
+        importlib.import_module(f"appliance.cli.{name}").register(holder)
+    return typer.main.get_command(holder)
+
+
+def _no_op() -> None:
+    """Placeholder callback of the groups that hold lazily loaded commands."""
+
+
 class KpcGroup(typer.core.TyperGroup):
-    """Root group: turns every KpcError raised below into a message and an exit code."""
+    """Root group: loads commands on demand, and turns every KpcError raised below into a
+    message and an exit code."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        return [*super().list_commands(ctx), *COMMANDS]
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:  # type: ignore[override]
+        found = super().get_command(ctx, cmd_name)
+        if found is not None or cmd_name not in COMMANDS:
+            return found
+        return _commands_of(COMMANDS[cmd_name]).get_command(ctx, cmd_name)
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]  # typer vendors click
         try:
@@ -94,24 +129,6 @@ def root(
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-
-
-for module in (
-    config,
-    ignition,
-    images,
-    services,
-    bootcfg,
-    nodes,
-    node_access,
-    assets,
-    bmc,
-    install_host,
-    lab,
-    kolla,
-    registry,
-):
-    module.register(app)
 
 
 def run() -> None:
