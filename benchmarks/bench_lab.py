@@ -136,7 +136,8 @@ def baseline(nodes: int, lab_os: Path, memory: int) -> float:
                         *("qemu-system-x86_64", "-accel", "tcg", "-m", str(memory)),
                         *("-nodefaults", "-display", "none", "-serial", f"file:{serial}"),
                         *("-kernel", str(lab_os / "vmlinuz"), "-initrd", str(lab_os / "initrd.gz")),
-                        *("-append", "console=ttyS0 quiet kpc.role=probe", "-no-reboot"),
+                        *("-append", "console=ttyS0 quiet no_timer_check kpc.role=probe"),
+                        "-no-reboot",
                     ]
                 )
             )

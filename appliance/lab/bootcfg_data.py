@@ -18,6 +18,7 @@ from appliance.bootcfg.setup import INITRD, KERNEL, seed_data_dir
 from appliance.config import SiteConfig
 from appliance.keys import AuthorizedKey
 from appliance.lab.osbuild import LabOs
+from appliance.lab.osimage import KERNEL_ARGS_COMMON
 from appliance.resources import resource_dir
 
 ASSET_DIR = "lab"
@@ -27,7 +28,7 @@ INSTALL_PROFILE = "profiles/install.json"
 def install_args(bootcfg_url: str) -> list[str]:
     """The lab OS installer's kernel arguments; iPXE fills in ``${mac:hexhyp}``."""
     return [
-        "console=ttyS0",
+        *KERNEL_ARGS_COMMON.split(),
         "kpc.role=install",
         "kpc.mac=${mac:hexhyp}",
         f"ignition.config.url={bootcfg_url}/ignition?mac=${{mac:hexhyp}}",

@@ -23,6 +23,7 @@ from appliance.keys import parse_authorized_keys
 from appliance.lab import network, render
 from appliance.lab.layout import LabPaths
 from appliance.lab.osbuild import LabOs, build_lab_os
+from appliance.lab.osimage import KERNEL_ARGS_COMMON
 from appliance.lab.plan import FirmwareChoice, LabPlan, make_plan
 from appliance.lab.state import LabState, Resource, load_state, record, save_state
 from appliance.lab.supervisor import read_record
@@ -106,7 +107,7 @@ def probe_kvm(lab_os: LabOs, work: Path) -> bool:
             *("qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults"),
             *("-display", "none", "-serial", f"file:{serial}", "-no-reboot"),
             *("-kernel", str(lab_os.kernel), "-initrd", str(lab_os.initrd)),
-            *("-append", "console=ttyS0 quiet kpc.role=probe"),
+            *("-append", f"{KERNEL_ARGS_COMMON} kpc.role=probe"),
         ]
     )
     deadline = time.monotonic() + KVM_PROBE_TIMEOUT
