@@ -165,6 +165,17 @@ def _existing(state: LabState, plan: LabPlan, firmware: str) -> UpResult | None:
             f"a different lab is already up in {where}: {have}",
             hint=f"'kpc lab down --dir {where}' first, or use another --dir and --name",
         )
+    broken = [f"namespace {ns}" for ns in plan.namespaces if not netns.netns_exists(ns)]
+    record_ = read_record(LabPaths(where)) or {}
+    pid, start = record_.get("pid"), record_.get("start_time")
+    if not isinstance(pid, int) or netns.process_start_time(pid) != start:
+        broken.append("its supervisor (site router and BMCs)")
+    if broken:
+        raise LabError(
+            f"the lab in {where} is up but broken: {', '.join(broken)} not running or gone "
+            "(a reboot of this host, or processes killed by hand)",
+            hint=f"'kpc lab down --dir {where}', then kpc lab up again",
+        )
     return UpResult(state, state.config or LabPaths(where).config, already_up=True)
 
 

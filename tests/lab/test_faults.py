@@ -5,6 +5,7 @@ leaving nothing behind, also after 'kpc lab up' was killed."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from tests.lab.conftest import NAME, ipmi, kpc, leftovers, reap_children, up_arg
 pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.slow]
 
 
-def test_lab_up_is_idempotent_refuses_clashes_and_names_a_silent_server(lab_dir: Path) -> None:
+def test_lab_up_is_idempotent_refuses_clashes_and_names_a_silent_server(
+    lab_dir: Path, subreaper: None
+) -> None:
     first = kpc(up_args(lab_dir, 1, "bios"))
     assert first.code == 0, first.output
     config = lab_dir / "kpc.yaml"
@@ -47,8 +50,17 @@ def test_lab_up_is_idempotent_refuses_clashes_and_names_a_silent_server(lab_dir:
     assert "server1 (52:54:00:c6:12:01, bios) is unknown" in late.output
     assert "the end of its serial log" in late.output and "iPXE" in late.output
 
+    # the supervisor dies (its router and BMCs with it): 'lab up' says the lab is broken
+    supervisor = json.loads((lab_dir / "supervisor.json").read_text())["pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    os.waitpid(supervisor, 0)
+    broken = kpc(up_args(lab_dir, 1, "bios"))
+    assert broken.code != 0 and "is up but broken" in broken.output
+    assert "its supervisor" in broken.output
+
     down = kpc(["lab", "down", "--dir", str(lab_dir)])
     assert down.code == 0, down.output
+    reap_children()
     assert leftovers(lab_dir) == []
 
 
