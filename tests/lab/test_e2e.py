@@ -85,6 +85,20 @@ def test_kpc_provisions_the_lab_end_to_end(lab_dir: Path) -> None:
     for mac in macs:
         assert _boots(serials[mac], "install") == 1 and _boots(serials[mac], "installed") == 1
 
+    # the key kpc put into every node's Ignition grants SSH access to every installed node:
+    # kpc's own readiness check logs in (recording each host key on first use; the lab OS
+    # has no Docker or Python and a small disk, so only those checks may merely warn) ...
+    _ok(
+        ["nodes", "check", *(f"--optional={c}" for c in ("docker", "python", "disk", "clock"))],
+        config,
+    )
+    keyed = _nodes(config)
+    assert all(str(keyed[mac]["ssh_host_key"]).startswith("ssh-") for mac in macs), keyed
+    # ... and runs a command on all of them in parallel
+    ran = _ok(["nodes", "exec", "--collect", "--", "cat", "/proc/sys/kernel/hostname"], config)
+    for mac in macs:
+        assert str(nodes[mac]["facts"]["hostname"]) in ran, ran  # type: ignore[index]
+
     # a server that is merely rebooted boots its disk, not the installer
     first = macs[0]
     seen = float(str(nodes[first]["last_seen"])) if nodes[first].get("last_seen") else 0.0
