@@ -9,7 +9,6 @@ command line, and it is never printed or logged.
 from __future__ import annotations
 
 import ipaddress
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +24,7 @@ from rich.table import Table
 from appliance.bmc import discovery, power
 from appliance.bmc import protocol as p
 from appliance.bmc.targets import Candidate, inventory, select
-from appliance.cli.common import Cli, cli, confirm
+from appliance.cli.common import Cli, cli, confirm, emit_json
 from appliance.config import Bmc as BmcConfig
 from appliance.config import SecretRef
 from appliance.drivers.ipmi import (
@@ -188,7 +187,7 @@ def _report(c: Cli, outcomes: list[HostOutcome], *, as_json: bool, elapsed: floa
     """The final table (or JSON), hints for each kind of failure, and the exit status."""
     failed = [o for o in outcomes if not o.ok]
     if as_json:
-        c.out.print_json(json.dumps([_outcome_dict(o) for o in outcomes]))
+        emit_json([_outcome_dict(o) for o in outcomes])
     else:
         table = Table(box=None, pad_edge=False)
         for column in ("HOST", "RESULT", "ERROR"):
@@ -214,7 +213,7 @@ def _plan(c: Cli, chosen: Sequence[Candidate], user: str, action: str, as_json: 
         for cand in chosen
     ]
     if as_json:
-        c.out.print_json(json.dumps(rows))
+        emit_json(rows)
         return
     table = Table(box=None, pad_edge=False, title="dry run: nothing is sent", title_justify="left")
     for column in ("HOST", "USER", "WOULD"):
@@ -469,7 +468,7 @@ def discover(
     finally:
         site.close()
     if as_json:
-        c.out.print_json(json.dumps([_found_dict(f) for f in result.found]))
+        emit_json([_found_dict(f) for f in result.found])
     else:
         table = Table(box=None, pad_edge=False)
         for column in ("ADDRESS", "IPMI", "AUTH", "VENDOR (IANA)", "ANSWERED", "RTT"):
@@ -545,7 +544,7 @@ def list_(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
         site.close()
     rows = [(cand, recorded.get(cand.address)) for cand in candidates]
     if as_json:
-        c.out.print_json(json.dumps([_bmc_dict(cand, bmc) for cand, bmc in rows]))
+        emit_json([_bmc_dict(cand, bmc) for cand, bmc in rows])
         return
     if not rows:
         c.out.print("no BMCs known: run 'kpc bmc discover' or list them in bmc.hosts")

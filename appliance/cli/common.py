@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,3 +51,8 @@ def confirm(c: Cli, question: str, *, yes: bool) -> bool:
     if yes:
         return True
     return typer.confirm(question, default=False, err=True)
+
+
+def emit_json(data: object) -> None:
+    """Machine-readable output: plain JSON on stdout (no highlighting, no re-parsing)."""
+    typer.echo(json.dumps(data, indent=2))

@@ -6,7 +6,6 @@ what the Kolla commands show when the fitness gate stops them.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from appliance.cli.common import Cli, cli
+from appliance.cli.common import Cli, cli, emit_json
 from appliance.cli.nodes import group
 from appliance.config import normalize_mac
 from appliance.drivers.ssh import HostKey, exec_program
@@ -172,7 +171,7 @@ def check(
     with _store(c) as store:
         report = check_fitness(store, settings, macs=macs or (), policy=policy)
     if as_json:
-        c.out.print_json(json.dumps(report.as_json()))
+        emit_json(report.as_json())
     else:
         print_report(c.out, report)
     if not report.fit:

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from appliance.bootcfg.inventory import ansible_host, ansible_list
-from appliance.cli.common import Cli, cli, confirm
+from appliance.cli.common import Cli, cli, confirm, emit_json
 from appliance.config import normalize_mac
 from appliance.errors import Aborted, StateError, UsageError
 from appliance.state.model import BootMode, Machine, MachineState
@@ -89,7 +89,7 @@ def list_(
     finally:
         store.close()
     if as_json:
-        c.out.print_json(json.dumps([_as_dict(m) for m in machines]))
+        emit_json([_as_dict(m) for m in machines])
         return
     if not machines:
         c.out.print("no machines" + (f" in state {state.value}" if state else ""))
@@ -125,7 +125,7 @@ def show(
         machine = _require(store, _mac(mac))
     finally:
         store.close()
-    c.out.print_json(json.dumps(_as_dict(machine)))
+    emit_json(_as_dict(machine))
 
 
 @group.command("set-boot")

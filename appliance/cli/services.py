@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Any
 
 import typer
 from rich.markup import escape
 
-from appliance.cli.common import Cli, cli, confirm
+from appliance.cli.common import Cli, cli, confirm, emit_json
 from appliance.cli.images import print_rows
 from appliance.drivers.docker import ContainerSpec, Docker
 from appliance.errors import Aborted
@@ -135,7 +134,7 @@ def status(
             item = asdict(s)
             item["started_at"] = s.started_at.isoformat() if s.started_at else None
             data.append(item)
-        c.out.print_json(json.dumps(data))
+        emit_json(data)
         return
     rows = [["SERVICE", "STATE", "HEALTH", "IMAGE", "PORTS", "UPTIME", "RESTARTS"]]
     for s in statuses:
