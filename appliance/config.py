@@ -164,6 +164,10 @@ class Os(Model):
     channel: Literal["stable", "beta", "alpha", "lts"] = "stable"
     version: str = Field(default="host", pattern=r"^(host|current|\d+\.\d+\.\d+)$")
     mirror: str = "https://{channel}.release.flatcar-linux.net/amd64-usr"
+    # Where nodes download the image flatcar-install writes: "bootcfg" = the deploy host's
+    # assets (what 'kpc assets fetch' verified; the PXE kernel comes from there too), so a
+    # rack needs no Internet access; "mirror" = straight from `mirror`.
+    install_from: Literal["bootcfg", "mirror"] = "bootcfg"
     install_disk: InstallDisk = InstallDisk()
 
     @field_validator("mirror")
@@ -275,6 +279,13 @@ class SiteConfig(Model):
     def bootcfg_url(self) -> str:
         """The URL booting machines use to reach bootcfg."""
         return f"http://{self.provisioning.address}:{self.bootcfg.port}"
+
+    @property
+    def os_install_base(self) -> str:
+        """The ``flatcar-install -b`` base URL nodes install from (see ``os.install_from``)."""
+        if self.os.install_from == "bootcfg":
+            return f"{self.bootcfg_url}/assets/flatcar"
+        return self.os_mirror
 
     @property
     def os_mirror(self) -> str:

@@ -48,7 +48,7 @@ def problems(text: str) -> list[str]:
         (
             PROV + "os:\n  chanel: beta\n",
             "kpc.yaml:3: os.chanel: unknown key (did you mean 'channel'? "
-            "known keys here: flavor, channel, version, mirror, install_disk)",
+            "known keys here: flavor, channel, version, mirror, install_from, install_disk)",
         ),
         (
             PROV + "bmc:\n  hosts:\n    - address: 10.1.1.1\n      pasword: {env: A}\n",
@@ -386,3 +386,12 @@ def test_example_config_is_current_and_valid() -> None:
         path.write_text(config_template(EXAMPLE))
     assert path.read_text() == config_template(EXAMPLE)
     assert load_config(path).os.version == "3975.2.0"
+
+
+def test_nodes_install_from_bootcfg_assets_unless_told_to_use_the_mirror() -> None:
+    """The image flatcar-install writes comes from where the PXE kernel came from."""
+    base = "provisioning: {interface: eth0, address: 10.0.0.2, subnet: 10.0.0.0/24}\n"
+    default = parse_config(base)
+    assert default.os_install_base == "http://10.0.0.2:8080/assets/flatcar"
+    mirror = parse_config(base + "os: {install_from: mirror, channel: beta}\n")
+    assert mirror.os_install_base == "https://beta.release.flatcar-linux.net/amd64-usr"

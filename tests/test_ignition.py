@@ -281,7 +281,10 @@ def site(port: int, extra: str = "") -> SiteConfig:
     text = (
         "provisioning: {interface: lo, address: 127.0.0.1, subnet: 127.0.0.0/8}\n"
         f"bootcfg: {{port: {port}}}\n"
-        "os:\n  version: 3975.2.0\n  mirror: " + json.dumps(HOSTILE_MIRROR) + "\n" + extra
+        "os:\n  version: 3975.2.0\n  install_from: mirror\n  mirror: "
+        + json.dumps(HOSTILE_MIRROR)
+        + "\n"
+        + extra
     )
     return parse_config(text)
 

@@ -109,9 +109,12 @@ os:
   channel: {s(values.os_channel)}    # stable, beta, alpha or lts
 {comment(values.os_note, "  ")}
   version: {s(values.os_version)}    # 'host' (same as this host), 'current', or e.g. 3975.2.0
-  # Where flatcar-install downloads images; {{channel}} is replaced by the channel. Point it
-  # at bootcfg's assets (http://<address>:<port>/assets/...) for a site without Internet.
+  # Flatcar's release mirror: 'kpc assets fetch' downloads (and verifies) the PXE kernel,
+  # initrd and install image from it; {{channel}} is replaced by the channel.
   # mirror: {s(os_.mirror)}
+  # Where nodes download the image flatcar-install writes: 'bootcfg' (this host's verified
+  # assets, like the PXE kernel: nodes need no Internet) or 'mirror' (straight from mirror).
+  # install_from: {s(os_.install_from)}
   # Which disk the installer wipes on each node. Either a name pattern under
   # /dev/disk/by-path or /dev/disk/by-id that must match exactly one disk, or (the default)
   # the smallest disk that is neither removable nor read-only. A rule that matches no disk,

@@ -383,6 +383,7 @@ def site_context(
         "os_channel": config.os.channel,
         "os_version": version,
         "os_mirror": config.os_mirror,
+        "os_install_base": config.os_install_base,
         "registry": _host_port(config.registry_address, config.registry.port),
         "registry_insecure": not config.registry.tls,
         "install_disk": {
