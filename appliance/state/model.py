@@ -55,7 +55,14 @@ class Machine:
 
 @dataclass(frozen=True)
 class Bmc:
-    """A BMC found by discovery (or listed in the inventory)."""
+    """A BMC found by discovery (or listed in the inventory).
+
+    ``protocols``: what it answered to at its last discovery ("ipmi", "redfish").
+    ``tls_fingerprint``: the SHA-256 of its HTTPS certificate, pinned on first use (as SSH
+    host keys are) and cleared only by ``kpc bmc forget-cert``. ``model``, ``serial``,
+    ``uuid`` and ``macs`` (its system's network interfaces) come from a Redfish inventory,
+    so a machine is known by MAC, with its BMC, before it ever PXE-boots.
+    """
 
     address: str
     ipmi_versions: tuple[str, ...] = ()
@@ -64,3 +71,9 @@ class Bmc:
     first_seen: float | None = None
     last_seen: float | None = None
     machine_mac: str | None = None
+    protocols: tuple[str, ...] = ()
+    tls_fingerprint: str | None = None
+    model: str | None = None
+    serial: str | None = None
+    uuid: str | None = None
+    macs: tuple[str, ...] = ()

@@ -31,7 +31,7 @@ from appliance.errors import StateError
 from appliance.state.model import Bmc, BootMode, Machine, MachineState
 from appliance.state.store import MachineStore
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
 
 _SCHEMA = """
@@ -58,9 +58,27 @@ CREATE TABLE IF NOT EXISTS bmcs (
     iana           INTEGER,
     first_seen     REAL,
     last_seen      REAL,
-    machine_mac    TEXT
+    machine_mac    TEXT,
+    protocols      TEXT NOT NULL DEFAULT '[]',
+    tls_fingerprint TEXT,
+    model          TEXT,
+    serial         TEXT,
+    uuid           TEXT
+);
+CREATE TABLE IF NOT EXISTS bmc_macs (
+    mac            TEXT PRIMARY KEY,
+    address        TEXT NOT NULL
 );
 """
+
+# columns added to a table after its first release: (table, column, declaration)
+_ADDED_COLUMNS = (
+    ("bmcs", "protocols", "TEXT NOT NULL DEFAULT '[]'"),
+    ("bmcs", "tls_fingerprint", "TEXT"),
+    ("bmcs", "model", "TEXT"),
+    ("bmcs", "serial", "TEXT"),
+    ("bmcs", "uuid", "TEXT"),
+)
 
 _MACHINE_COLUMNS = (
     "mac, state, boot, uuid, hostname, serial, first_seen, last_seen, last_address, "
@@ -88,7 +106,7 @@ def _machine(row: sqlite3.Row) -> Machine:
     )
 
 
-def _bmc(row: sqlite3.Row) -> Bmc:
+def _bmc(row: sqlite3.Row, macs: tuple[str, ...] = ()) -> Bmc:
     return Bmc(
         address=row["address"],
         ipmi_versions=tuple(json.loads(row["ipmi_versions"])),
@@ -97,6 +115,12 @@ def _bmc(row: sqlite3.Row) -> Bmc:
         first_seen=row["first_seen"],
         last_seen=row["last_seen"],
         machine_mac=row["machine_mac"],
+        protocols=tuple(json.loads(row["protocols"])),
+        tls_fingerprint=row["tls_fingerprint"],
+        model=row["model"],
+        serial=row["serial"],
+        uuid=row["uuid"],
+        macs=macs,
     )
 
 
@@ -143,6 +167,7 @@ class SqliteStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                _add_columns(db)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             self._db.close()
@@ -155,6 +180,15 @@ class SqliteStore:
             raise
 
     # --- plumbing ---------------------------------------------------------------------
+
+    def _bmc_row(self, db: sqlite3.Connection, address: str) -> Bmc | None:
+        row = db.execute("SELECT * FROM bmcs WHERE address = ?", (address,)).fetchone()
+        if row is None:
+            return None
+        macs = db.execute(
+            "SELECT mac FROM bmc_macs WHERE address = ? ORDER BY mac", (address,)
+        ).fetchall()
+        return _bmc(row, tuple(m["mac"] for m in macs))
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -241,8 +275,9 @@ class SqliteStore:
             db.execute(
                 "UPDATE machines SET last_seen = ?, last_address = ?, last_endpoint = ?, "
                 "uuid = COALESCE(?, uuid), hostname = COALESCE(?, hostname), "
-                "serial = COALESCE(?, serial) WHERE mac = ?",
-                (now, address, endpoint, uuid, hostname, serial, mac),
+                "serial = COALESCE(?, serial), bmc_address = COALESCE(bmc_address, "
+                "(SELECT address FROM bmc_macs WHERE mac = ?)) WHERE mac = ?",
+                (now, address, endpoint, uuid, hostname, serial, mac, mac),
             )
             row = self._row(db, mac)
             assert row is not None
@@ -313,11 +348,13 @@ class SqliteStore:
         with self._write() as db:
             db.execute(
                 "INSERT INTO bmcs (address, ipmi_versions, auth_types, iana, first_seen, "
-                "last_seen, machine_mac) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "last_seen, machine_mac, protocols) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(address) DO UPDATE SET ipmi_versions = excluded.ipmi_versions, "
                 "auth_types = excluded.auth_types, iana = COALESCE(excluded.iana, iana), "
                 "last_seen = excluded.last_seen, "
-                "machine_mac = COALESCE(excluded.machine_mac, machine_mac)",
+                "machine_mac = COALESCE(excluded.machine_mac, machine_mac), "
+                "protocols = CASE WHEN excluded.protocols = '[]' THEN protocols "
+                "ELSE excluded.protocols END",
                 (
                     bmc.address,
                     json.dumps(list(bmc.ipmi_versions)),
@@ -326,17 +363,69 @@ class SqliteStore:
                     now,
                     now,
                     bmc.machine_mac,
+                    json.dumps(list(bmc.protocols)),
                 ),
             )
-            row = db.execute("SELECT * FROM bmcs WHERE address = ?", (bmc.address,)).fetchone()
-            return _bmc(row)
+            recorded = self._bmc_row(db, bmc.address)
+            assert recorded is not None
+            return recorded
 
     def list_bmcs(self) -> list[Bmc]:
         def read(db: sqlite3.Connection) -> list[Bmc]:
+            macs: dict[str, list[str]] = {}
+            for row in db.execute("SELECT mac, address FROM bmc_macs ORDER BY mac"):
+                macs.setdefault(row["address"], []).append(row["mac"])
             rows = db.execute("SELECT * FROM bmcs").fetchall()
-            return sorted((_bmc(r) for r in rows), key=lambda b: _address_key(b.address))
+            bmcs = (_bmc(r, tuple(macs.get(r["address"], ()))) for r in rows)
+            return sorted(bmcs, key=lambda b: _address_key(b.address))
 
         return self._read(read)
+
+    def record_bmc_inventory(
+        self,
+        address: str,
+        *,
+        model: str | None,
+        serial: str | None,
+        uuid: str | None,
+        macs: tuple[str, ...],
+        now: float,
+    ) -> Bmc:
+        for mac in macs:
+            _check_mac(mac)
+        with self._write() as db:
+            if self._bmc_row(db, address) is None:
+                raise StateError(f"no BMC {address} in the registry")
+            db.execute(
+                "UPDATE bmcs SET model = COALESCE(?, model), serial = COALESCE(?, serial), "
+                "uuid = COALESCE(?, uuid), last_seen = ? WHERE address = ?",
+                (model, serial, uuid, now, address),
+            )
+            db.execute("DELETE FROM bmc_macs WHERE address = ?", (address,))
+            for mac in macs:
+                db.execute(
+                    "INSERT INTO bmc_macs (mac, address) VALUES (?, ?) "
+                    "ON CONFLICT(mac) DO UPDATE SET address = excluded.address",
+                    (mac, address),
+                )
+                db.execute("UPDATE machines SET bmc_address = ? WHERE mac = ?", (address, mac))
+            known = [m for m in macs if self._row(db, m) is not None]
+            if known:
+                db.execute("UPDATE bmcs SET machine_mac = ? WHERE address = ?", (known[0], address))
+            recorded = self._bmc_row(db, address)
+            assert recorded is not None
+            return recorded
+
+    def pin_bmc_cert(self, address: str, fingerprint: str | None) -> Bmc:
+        with self._write() as db:
+            if self._bmc_row(db, address) is None:
+                db.execute("INSERT INTO bmcs (address) VALUES (?)", (address,))
+            db.execute(
+                "UPDATE bmcs SET tls_fingerprint = ? WHERE address = ?", (fingerprint, address)
+            )
+            recorded = self._bmc_row(db, address)
+            assert recorded is not None
+            return recorded
 
     def close(self) -> None:
         with self._lock:
@@ -347,6 +436,18 @@ class SqliteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Bring a registry made by an older kpc up to date (columns are only ever added)."""
+    present: dict[str, set[str]] = {}
+    for table, column, declaration in _ADDED_COLUMNS:
+        if table not in present:
+            rows = db.execute(f"PRAGMA table_info({table})").fetchall()
+            present[table] = {str(r["name"]) for r in rows}
+        if column not in present[table]:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            present[table].add(column)
 
 
 def _address_key(address: str) -> tuple[int, ...] | tuple[int, str]:

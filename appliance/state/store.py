@@ -51,4 +51,22 @@ class MachineStore(Protocol):
 
     def list_bmcs(self) -> list[Bmc]: ...
 
+    def record_bmc_inventory(
+        self,
+        address: str,
+        *,
+        model: str | None,
+        serial: str | None,
+        uuid: str | None,
+        macs: tuple[str, ...],
+        now: float,
+    ) -> Bmc:
+        """Note what a BMC's system is; its MACs point at it from then on (a machine with
+        one of them, now or later, gets this BMC's address)."""
+        ...
+
+    def pin_bmc_cert(self, address: str, fingerprint: str | None) -> Bmc:
+        """Pin (or with None forget) the fingerprint of a BMC's TLS certificate."""
+        ...
+
     def close(self) -> None: ...

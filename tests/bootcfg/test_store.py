@@ -159,6 +159,64 @@ def test_bmc_records_upsert(store: SqliteStore) -> None:
     assert [x.address for x in store.list_bmcs()] == ["10.0.0.9", "10.0.0.10", "10.0.0.100"]
 
 
+def test_bmc_protocols_and_pinned_certificate(store: SqliteStore) -> None:
+    b = store.record_bmc(Bmc(address="10.0.0.10", protocols=("ipmi", "redfish")), now=1.0)
+    assert b.protocols == ("ipmi", "redfish")
+    assert store.record_bmc(Bmc(address="10.0.0.10"), now=2.0).protocols == ("ipmi", "redfish")
+    assert store.record_bmc(Bmc("10.0.0.10", protocols=("redfish",)), 3.0).protocols == ("redfish",)
+    assert store.pin_bmc_cert("10.0.0.10", "ab" * 32).tls_fingerprint == "ab" * 32
+    # discovery again never touches the pin; only forgetting does
+    assert store.record_bmc(Bmc("10.0.0.10", protocols=("redfish",)), 4.0).tls_fingerprint
+    assert store.pin_bmc_cert("10.0.0.10", None).tls_fingerprint is None
+    # a BMC given by address only (never discovered) can be pinned too
+    assert store.pin_bmc_cert("10.0.0.11", "cd" * 32).first_seen is None
+
+
+def test_bmc_inventory_makes_a_machine_known_by_mac(store: SqliteStore) -> None:
+    other = "52:54:00:aa:bb:cc"
+    store.record_request(other, address=None, endpoint="ipxe", now=1.0)
+    store.record_bmc(Bmc(address="10.0.0.10", protocols=("redfish",)), now=1.0)
+    b = store.record_bmc_inventory(
+        "10.0.0.10", model="R650", serial="SN1", uuid="u-1", macs=(MAC, other), now=2.0
+    )
+    assert (b.model, b.serial, b.uuid, b.macs) == ("R650", "SN1", "u-1", (MAC, other))
+    assert b.machine_mac == other  # the one already in the registry
+    assert store.get(other).bmc_address == "10.0.0.10"  # type: ignore[union-attr]
+    # a machine first seen later (its first PXE request) gets its BMC from the inventory
+    assert store.record_request(MAC, address=None, endpoint="ipxe", now=3.0).bmc_address == (
+        "10.0.0.10"
+    )
+    assert store.list_bmcs()[0].macs == (MAC, other)
+    # inventory again: the MAC list is replaced; model etc. kept when not reported
+    b = store.record_bmc_inventory(
+        "10.0.0.10", model=None, serial=None, uuid=None, macs=(MAC,), now=4.0
+    )
+    assert (b.model, b.macs) == ("R650", (MAC,))
+    with pytest.raises(StateError, match="normalised MAC"):
+        store.record_bmc_inventory(
+            "10.0.0.10", model=None, serial=None, uuid=None, macs=("AA-BB",), now=5.0
+        )
+    with pytest.raises(StateError, match=r"no BMC 10\.0\.0\.99"):
+        store.record_bmc_inventory("10.0.0.99", model=None, serial=None, uuid=None, macs=(), now=5)
+
+
+def test_a_registry_from_schema_version_1_is_brought_up_to_date(tmp_path: Path) -> None:
+    path = tmp_path / "machines.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE bmcs (address TEXT PRIMARY KEY, ipmi_versions TEXT NOT NULL DEFAULT '[]',"
+        " auth_types TEXT NOT NULL DEFAULT '[]', iana INTEGER, first_seen REAL, last_seen REAL,"
+        " machine_mac TEXT);"
+        "INSERT INTO bmcs (address, ipmi_versions) VALUES ('10.0.0.5', '[\"2.0\"]');"
+        "PRAGMA user_version = 1;"
+    )
+    db.close()
+    with SqliteStore(path) as store:
+        (old,) = store.list_bmcs()
+        assert (old.address, old.ipmi_versions, old.protocols) == ("10.0.0.5", ("2.0",), ())
+        assert store.pin_bmc_cert("10.0.0.5", "ef" * 32).tls_fingerprint == "ef" * 32
+
+
 def test_concurrent_writers_from_two_connections_lose_nothing(tmp_path: Path) -> None:
     path = tmp_path / "machines.db"
     stores = [SqliteStore(path), SqliteStore(path)]
