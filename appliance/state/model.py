@@ -77,3 +77,31 @@ class Bmc:
     serial: str | None = None
     uuid: str | None = None
     macs: tuple[str, ...] = ()
+
+
+class EventKind(StrEnum):
+    """What an ``Event`` records. Stored as text: a reader keeps kinds it does not know."""
+
+    REQUEST = "request"  # the machine asked bootcfg something: detail endpoint, address
+    STATE = "state"  # detail from, to
+    BOOT = "boot"  # detail from, to
+    CHECKIN = "checkin"  # detail address
+    HOST_KEY = "host-key"  # detail recorded (bool); never the key itself
+    BMC = "bmc"  # a BMC record changed: detail address
+    FORGOTTEN = "forgotten"  # the machine was removed from the registry
+    ACTION = "action"  # an operator's action, audited: detail who, action, dry_run, result
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the registry's append-only event log.
+
+    ``id`` grows with every event and is never reused, so it is also the cursor of
+    ``changes_since``. ``mac`` is None for events about no single machine.
+    """
+
+    id: int
+    time: float
+    kind: str
+    mac: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)

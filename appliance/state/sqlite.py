@@ -14,6 +14,11 @@ State rules (the store is the one place that applies them):
   finished install must never be sent into another install.
 - ``check_in``: facts stored; state ``ready`` unless an operator put the machine into
   ``maintenance`` (that stays until they change it).
+
+The event log (table ``events``) is appended to inside the same transaction as the change
+it records. It is bounded: a machine keeps its newest ``EVENTS_PER_MACHINE`` events, and
+events about no machine their newest ``EVENTS_WITHOUT_MACHINE``. Ids come from
+AUTOINCREMENT, so they are never reused and serve as the cursor of ``changes_since``.
 """
 
 from __future__ import annotations
@@ -21,18 +26,21 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from appliance.config import MAC_RE, SiteConfig
 from appliance.errors import StateError
-from appliance.state.model import Bmc, BootMode, Machine, MachineState
+from appliance.state.model import Bmc, BootMode, Event, EventKind, Machine, MachineState
 from appliance.state.store import MachineStore
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
+EVENTS_PER_MACHINE = 500
+EVENTS_WITHOUT_MACHINE = 2000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS machines (
@@ -69,6 +77,14 @@ CREATE TABLE IF NOT EXISTS bmc_macs (
     mac            TEXT PRIMARY KEY,
     address        TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    time    REAL NOT NULL,
+    kind    TEXT NOT NULL,
+    mac     TEXT,
+    detail  TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_mac ON events(mac, id);
 """
 
 # columns added to a table after its first release: (table, column, declaration)
@@ -122,6 +138,40 @@ def _bmc(row: sqlite3.Row, macs: tuple[str, ...] = ()) -> Bmc:
         uuid=row["uuid"],
         macs=macs,
     )
+
+
+def _event(row: sqlite3.Row) -> Event:
+    return Event(
+        id=row["id"],
+        time=row["time"],
+        kind=row["kind"],
+        mac=row["mac"],
+        detail=json.loads(row["detail"]),
+    )
+
+
+def _append(
+    db: sqlite3.Connection, mac: str | None, kind: str, detail: Mapping[str, Any], now: float
+) -> Event:
+    """Append one event inside the caller's transaction and drop what falls off the bound."""
+    try:
+        encoded = json.dumps(dict(detail), sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise StateError(f"event detail is not JSON data: {exc}") from None
+    cursor = db.execute(
+        "INSERT INTO events (time, kind, mac, detail) VALUES (?, ?, ?, ?)",
+        (now, str(kind), mac, encoded),
+    )
+    event_id = cursor.lastrowid
+    assert event_id is not None
+    keep = EVENTS_PER_MACHINE if mac is not None else EVENTS_WITHOUT_MACHINE
+    oldest_kept = db.execute(
+        "SELECT id FROM events WHERE mac IS ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+        (mac, keep - 1),
+    ).fetchone()
+    if oldest_kept is not None:
+        db.execute("DELETE FROM events WHERE mac IS ? AND id < ?", (mac, oldest_kept[0]))
+    return Event(id=event_id, time=now, kind=str(kind), mac=mac, detail=json.loads(encoded))
 
 
 def _check_mac(mac: str) -> str:
@@ -264,6 +314,7 @@ class SqliteStore:
         uuid: str | None = None,
         hostname: str | None = None,
         serial: str | None = None,
+        detail: Mapping[str, Any] | None = None,
     ) -> Machine:
         _check_mac(mac)
         with self._write() as db:
@@ -271,6 +322,13 @@ class SqliteStore:
                 "INSERT INTO machines (mac, state, boot, first_seen) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(mac) DO NOTHING",
                 (mac, MachineState.DISCOVERED.value, BootMode.INSTALL.value, now),
+            )
+            _append(
+                db,
+                mac,
+                EventKind.REQUEST,
+                {**(detail or {}), "endpoint": endpoint, "address": address},
+                now,
             )
             db.execute(
                 "UPDATE machines SET last_seen = ?, last_address = ?, last_endpoint = ?, "
@@ -286,25 +344,31 @@ class SqliteStore:
     def set_state(self, mac: str, state: MachineState, now: float) -> Machine:
         state = MachineState(state)
         with self._write() as db:
-            self._require(db, mac)
-            return self._update(db, mac, state=state.value)
+            before = self._require(db, mac)
+            after = self._update(db, mac, state=state.value)
+            _note_changes(db, before, after, now)
+            return after
 
     def set_boot(self, mac: str, boot: BootMode, now: float) -> Machine:
         boot = BootMode(boot)
         with self._write() as db:
-            self._require(db, mac)
-            return self._update(db, mac, boot=boot.value)
+            before = self._require(db, mac)
+            after = self._update(db, mac, boot=boot.value)
+            _note_changes(db, before, after, now)
+            return after
 
     def install_complete(self, mac: str, now: float) -> Machine:
         with self._write() as db:
-            self._require(db, mac)
-            return self._update(
+            before = self._require(db, mac)
+            after = self._update(
                 db,
                 mac,
                 state=MachineState.INSTALLED.value,
                 boot=BootMode.LOCAL.value,
                 ssh_host_key=None,
             )
+            _note_changes(db, before, after, now)
+            return after
 
     def check_in(self, mac: str, facts: dict[str, Any], address: str | None, now: float) -> Machine:
         _check_mac(mac)
@@ -321,7 +385,8 @@ class SqliteStore:
             state = current.state
             if state is not MachineState.MAINTENANCE:
                 state = MachineState.READY
-            return self._update(
+            _append(db, mac, EventKind.CHECKIN, {"address": address}, now)
+            after = self._update(
                 db,
                 mac,
                 state=state.value,
@@ -332,17 +397,23 @@ class SqliteStore:
                 hostname=hostname if isinstance(hostname, str) and hostname else current.hostname,
                 bmc_address=bmc if isinstance(bmc, str) and bmc else current.bmc_address,
             )
+            _note_changes(db, current, after, now)
+            return after
 
     def set_host_key(self, mac: str, host_key: str | None) -> Machine:
         with self._write() as db:
-            self._require(db, mac)
-            return self._update(db, mac, ssh_host_key=host_key)
+            before = self._require(db, mac)
+            after = self._update(db, mac, ssh_host_key=host_key)
+            _note_changes(db, before, after, time.time())
+            return after
 
     def forget(self, mac: str) -> None:
         with self._write() as db:
             self._require(db, mac)
             db.execute("DELETE FROM machines WHERE mac = ?", (mac,))
             db.execute("UPDATE bmcs SET machine_mac = NULL WHERE machine_mac = ?", (mac,))
+            db.execute("DELETE FROM events WHERE mac = ?", (mac,))
+            _append(db, mac, EventKind.FORGOTTEN, {}, time.time())
 
     def record_bmc(self, bmc: Bmc, now: float) -> Bmc:
         with self._write() as db:
@@ -368,6 +439,7 @@ class SqliteStore:
             )
             recorded = self._bmc_row(db, bmc.address)
             assert recorded is not None
+            _append(db, recorded.machine_mac, EventKind.BMC, {"address": bmc.address}, now)
             return recorded
 
     def list_bmcs(self) -> list[Bmc]:
@@ -414,6 +486,7 @@ class SqliteStore:
                 db.execute("UPDATE bmcs SET machine_mac = ? WHERE address = ?", (known[0], address))
             recorded = self._bmc_row(db, address)
             assert recorded is not None
+            _append(db, recorded.machine_mac, EventKind.BMC, {"address": address}, now)
             return recorded
 
     def pin_bmc_cert(self, address: str, fingerprint: str | None) -> Bmc:
@@ -426,6 +499,39 @@ class SqliteStore:
             recorded = self._bmc_row(db, address)
             assert recorded is not None
             return recorded
+
+    def record_event(
+        self, mac: str | None, kind: str, detail: Mapping[str, Any], now: float
+    ) -> Event:
+        if mac is not None:
+            _check_mac(mac)
+        with self._write() as db:
+            return _append(db, mac, kind, detail, now)
+
+    def events(self, mac: str, limit: int = 200) -> list[Event]:
+        def read(db: sqlite3.Connection) -> list[Event]:
+            rows = db.execute(
+                "SELECT * FROM events WHERE mac = ? ORDER BY id DESC LIMIT ?", (mac, limit)
+            ).fetchall()
+            return [_event(row) for row in reversed(rows)]
+
+        return self._read(read)
+
+    def changes_since(self, cursor: int, limit: int = 1000) -> list[Event]:
+        def read(db: sqlite3.Connection) -> list[Event]:
+            rows = db.execute(
+                "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (cursor, limit)
+            )
+            return [_event(row) for row in rows]
+
+        return self._read(read)
+
+    def event_cursor(self) -> int:
+        def read(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            return int(row[0]) if row is not None else 0
+
+        return self._read(read)
 
     def close(self) -> None:
         with self._lock:
@@ -448,6 +554,17 @@ def _add_columns(db: sqlite3.Connection) -> None:
         if column not in present[table]:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
             present[table].add(column)
+
+
+def _note_changes(db: sqlite3.Connection, before: Machine, after: Machine, now: float) -> None:
+    """Append the state, boot and host-key changes between two versions of a machine."""
+    if before.state is not after.state:
+        _append(db, after.mac, EventKind.STATE, {"from": before.state, "to": after.state}, now)
+    if before.boot is not after.boot:
+        _append(db, after.mac, EventKind.BOOT, {"from": before.boot, "to": after.boot}, now)
+    if before.ssh_host_key != after.ssh_host_key:
+        recorded = after.ssh_host_key is not None
+        _append(db, after.mac, EventKind.HOST_KEY, {"recorded": recorded}, now)
 
 
 def _address_key(address: str) -> tuple[int, ...] | tuple[int, str]:

@@ -3,13 +3,18 @@
 A small Protocol so another backend can follow the SQLite one. Every method is atomic;
 ``now`` is passed in (seconds since the epoch) so callers and tests control time.
 MACs passed in must already be normalised (``appliance.config.normalize_mac``).
+
+Every change a method makes is also appended to the registry's event log in the same
+transaction (``Event``: requests, state and boot changes, check-ins, BMC records, removals),
+so a machine's history and a watcher's ``changes_since`` never miss or invent a change.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
-from appliance.state.model import Bmc, BootMode, Machine, MachineState
+from appliance.state.model import Bmc, BootMode, Event, Machine, MachineState
 
 
 class MachineStore(Protocol):
@@ -27,8 +32,12 @@ class MachineStore(Protocol):
         uuid: str | None = None,
         hostname: str | None = None,
         serial: str | None = None,
+        detail: Mapping[str, Any] | None = None,
     ) -> Machine:
-        """Note a request from a machine (creating it as ``discovered`` if new)."""
+        """Note a request from a machine (creating it as ``discovered`` if new).
+
+        Appends a ``request`` event (endpoint, address, plus ``detail``: what was decided).
+        """
         ...
 
     def set_state(self, mac: str, state: MachineState, now: float) -> Machine: ...
@@ -67,6 +76,25 @@ class MachineStore(Protocol):
 
     def pin_bmc_cert(self, address: str, fingerprint: str | None) -> Bmc:
         """Pin (or with None forget) the fingerprint of a BMC's TLS certificate."""
+        ...
+
+    def record_event(
+        self, mac: str | None, kind: str, detail: Mapping[str, Any], now: float
+    ) -> Event:
+        """Append an event (e.g. an audited operator action). ``detail`` must be JSON data."""
+        ...
+
+    def events(self, mac: str, limit: int = 200) -> list[Event]:
+        """A machine's most recent events, oldest first (at most ``limit``)."""
+        ...
+
+    def changes_since(self, cursor: int, limit: int = 1000) -> list[Event]:
+        """Events with an id above ``cursor``, oldest first (at most ``limit``)."""
+        ...
+
+    def event_cursor(self) -> int:
+        """The id of the newest event ever appended (0 if none): ``changes_since`` from here
+        returns only what happens after this call."""
         ...
 
     def close(self) -> None: ...
