@@ -57,7 +57,9 @@ def test_try_it_commands_name_programs_in_the_checkout() -> None:
     programs = {words[0] for words in found if "/" in words[0] and not words[0].startswith("$")}
     assert {"scripts/lab-demo", "scripts/test", ".venv/bin/kpc"} <= programs, found
     for words in found:
-        assert words[0] != "kpc" or len(words) == 1, f"'kpc' is not on a fresh machine's PATH: {shlex.join(words)}"
+        assert words[0] != "kpc" or len(words) == 1, (
+            f"'kpc' is not on a fresh machine's PATH: {shlex.join(words)}"
+        )
     for program in programs - {".venv/bin/kpc"}:  # .venv is made by the scripts
         assert (REPO / program).is_file(), program
 
