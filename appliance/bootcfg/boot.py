@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from appliance.bootcfg.common import TEXT, not_found, observe, refused, service
+from appliance.bootcfg import server
+from appliance.bootcfg.common import TEXT, labels_of, not_found, refused, service
 from appliance.bootcfg.ipxe import BOOTSTRAP, LOCAL_BOOT, boot_script
-from appliance.bootcfg.matching import RESCUE_PROFILE, Outcome, decide, is_installer
-from appliance.state.model import MachineState
+from appliance.bootcfg.matching import Outcome
 
 
 async def bootstrap(request: web.Request) -> web.Response:
@@ -16,9 +16,8 @@ async def bootstrap(request: web.Request) -> web.Response:
 
 
 async def ipxe(request: web.Request) -> web.Response:
-    svc = service(request)
-    labels, machine = observe(request, "ipxe")
-    decision = decide(svc.catalog, labels, machine, ipxe=True)
+    verdict = server.serve(service(request), server.IPXE, labels_of(request), request.remote)
+    decision = verdict.decision
     if decision.outcome is Outcome.LOCAL:
         return web.Response(text=LOCAL_BOOT, content_type=TEXT)
     if decision.outcome is Outcome.NO_MATCH:
@@ -29,9 +28,4 @@ async def ipxe(request: web.Request) -> web.Response:
     assert profile is not None
     if profile.boot is None:
         return not_found(request, f"profile {profile.id!r} has no boot section")
-    if machine is not None:
-        if is_installer(profile) and machine.state is not MachineState.INSTALLING:
-            svc.store.set_state(machine.mac, MachineState.INSTALLING, svc.clock())
-        elif profile.id == RESCUE_PROFILE and machine.state is not MachineState.RESCUE:
-            svc.store.set_state(machine.mac, MachineState.RESCUE, svc.clock())
     return web.Response(text=boot_script(profile.boot), content_type=TEXT)

@@ -1,5 +1,5 @@
-"""Request plumbing shared by the endpoint modules: the service key, label parsing with
-request recording, and plain-text answers."""
+"""Request plumbing shared by the endpoint modules: the service key, label parsing and
+plain-text answers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from aiohttp import web
 
 from appliance.bootcfg.labels import LabelError, Labels, parse_labels
 from appliance.bootcfg.service import Service
-from appliance.state.model import Machine
 
 log = logging.getLogger("kpc.bootcfg")
 
@@ -28,24 +27,6 @@ def labels_of(request: web.Request) -> Labels:
     except LabelError as exc:
         log.warning("%s %s from %s refused: %s", request.method, request.path, request.remote, exc)
         raise web.HTTPBadRequest(text=f"bad request: {exc}\n", content_type=TEXT) from None
-
-
-def observe(request: web.Request, endpoint: str) -> tuple[Labels, Machine | None]:
-    """Parse the labels and, when a MAC is given, record the request in the registry."""
-    labels = labels_of(request)
-    if labels.mac is None:
-        return labels, None
-    svc = service(request)
-    machine = svc.store.record_request(
-        labels.mac,
-        address=request.remote,
-        endpoint=endpoint,
-        now=svc.clock(),
-        uuid=labels.get("uuid"),
-        hostname=labels.get("hostname"),
-        serial=labels.get("serial"),
-    )
-    return labels, machine
 
 
 def text(body: str, status: int = 200) -> web.Response:

@@ -7,14 +7,15 @@ from typing import NamedTuple
 
 from aiohttp import web
 
+from appliance.bootcfg import server
 from appliance.bootcfg.catalog import Catalog, Group, Profile, Template, TemplateKind
-from appliance.bootcfg.common import TEXT, failed, not_found, observe, refused, service
+from appliance.bootcfg.common import TEXT, failed, labels_of, not_found, refused, service
 from appliance.bootcfg.context import TemplateFailed, metadata_env, render_text, template_context
 from appliance.bootcfg.labels import Labels
-from appliance.bootcfg.matching import Outcome, decide, is_installer
+from appliance.bootcfg.matching import Outcome
 from appliance.bootcfg.service import Service
 from appliance.errors import KpcError
-from appliance.state.model import Machine, MachineState
+from appliance.state.model import Machine
 
 
 class _Match(NamedTuple):
@@ -31,15 +32,15 @@ class _Match(NamedTuple):
 def _match(request: web.Request, endpoint: str) -> _Match | web.Response:
     """Record the request, match it, and answer 404/403 when nothing may be served."""
     svc = service(request)
-    labels, machine = observe(request, endpoint)
-    catalog = svc.catalog
-    decision = decide(catalog, labels, machine, ipxe=False)
+    labels = labels_of(request)
+    verdict = server.serve(svc, endpoint, labels, request.remote)
+    decision = verdict.decision
     if decision.outcome is Outcome.NO_MATCH:
         return not_found(request, decision.reason)
     if decision.outcome is Outcome.REFUSED:
         return refused(request, decision.reason)
     assert decision.profile is not None
-    return _Match(svc, catalog, labels, machine, decision.group, decision.profile)
+    return _Match(svc, verdict.catalog, labels, verdict.machine, decision.group, decision.profile)
 
 
 def _template(
@@ -59,7 +60,7 @@ def _template(
 
 
 async def ignition(request: web.Request) -> web.Response:
-    m = _match(request, "ignition")
+    m = _match(request, server.IGNITION)
     if isinstance(m, web.Response):
         return m
     template = _template(request, m, "ignition", m.profile.ignition_id)
@@ -73,10 +74,6 @@ async def ignition(request: web.Request) -> web.Response:
             config = m.svc.renderer.render(template.text, context, source=str(template.path))
         except KpcError as exc:
             return failed(request, exc.message)
-    installing = MachineState.INSTALLING
-    machine = m.machine
-    if machine is not None and is_installer(m.profile) and machine.state is not installing:
-        m.svc.store.set_state(machine.mac, installing, m.svc.clock())
     return web.Response(text=json.dumps(config), content_type="application/json")
 
 

@@ -8,6 +8,7 @@ import logging
 
 from aiohttp import web
 
+from appliance.bootcfg import server
 from appliance.bootcfg.common import TEXT, labels_of, service, text
 from appliance.bootcfg.facts import FactsError, validate_facts
 from appliance.errors import StateError
@@ -70,10 +71,7 @@ async def install_complete(request: web.Request) -> web.Response:
     _authorize(request)
     mac = _required_mac(request)
     await _body(request)  # may be empty; read (bounded) and ignored
-    svc = service(request)
-    now = svc.clock()
-    svc.store.record_request(mac, address=request.remote, endpoint="install-complete", now=now)
-    machine = svc.store.install_complete(mac, now)
+    machine = server.install_complete(service(request), mac, request.remote)
     log.info("%s: install complete; boot mode is now local", mac)
     return _summary(machine)
 
@@ -93,6 +91,5 @@ async def checkin(request: web.Request) -> web.Response:
     except FactsError as exc:
         log.warning("%s from %s: facts refused: %s", mac, request.remote, exc)
         raise web.HTTPBadRequest(text=f"bad request: {exc}\n", content_type=TEXT) from None
-    svc = service(request)
-    machine = svc.store.check_in(mac, facts, request.remote, svc.clock())
+    machine = server.checkin(service(request), mac, facts, request.remote)
     return _summary(machine)

@@ -5,15 +5,10 @@ Every write is one ``BEGIN IMMEDIATE`` transaction, so concurrent writers (the b
 and an operator's ``kpc nodes`` command) queue on SQLite's lock instead of losing updates.
 WAL lets readers run while a write is in progress.
 
-State rules (the store is the one place that applies them):
-
-- ``record_request`` creates a machine as ``discovered`` / boot ``install`` and updates its
-  last-seen data; it never changes state.
-- ``install_complete``: state ``installed``, boot ``local``, recorded SSH host key cleared
-  (the reinstalled machine has a new one). Accepted from any state: a machine that reports a
-  finished install must never be sent into another install.
-- ``check_in``: facts stored; state ``ready`` unless an operator put the machine into
-  ``maintenance`` (that stays until they change it).
+``transact`` is the one write path for machine records: read, decide (``rules``, or a
+caller's decision such as bootcfg's server layer), write, all inside one transaction. The
+named methods (``record_request``, ``install_complete``, ...) are transitions from
+``appliance.state.rules`` applied through it.
 
 The event log (table ``events``) is appended to inside the same transaction as the change
 it records. It is bounded: a machine keeps its newest ``EVENTS_PER_MACHINE`` events, and
@@ -23,6 +18,7 @@ AUTOINCREMENT, so they are never reused and serve as the cursor of ``changes_sin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -34,8 +30,9 @@ from typing import Any, TypeVar
 
 from appliance.config import MAC_RE, SiteConfig
 from appliance.errors import StateError
+from appliance.state import rules
 from appliance.state.model import Bmc, BootMode, Event, EventKind, Machine, MachineState
-from appliance.state.store import MachineStore
+from appliance.state.store import MachineStore, Step, Transition
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
@@ -275,12 +272,26 @@ class SqliteStore:
             )
         return _machine(row)
 
-    def _update(self, db: sqlite3.Connection, mac: str, **values: Any) -> Machine:
-        sets = ", ".join(f"{name} = ?" for name in values)
-        db.execute(f"UPDATE machines SET {sets} WHERE mac = ?", (*values.values(), mac))
-        row = self._row(db, mac)
-        assert row is not None
-        return _machine(row)
+    def _put(self, db: sqlite3.Connection, m: Machine) -> None:
+        db.execute(
+            f"INSERT OR REPLACE INTO machines ({_MACHINE_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                m.mac,
+                m.state.value,
+                m.boot.value,
+                m.uuid,
+                m.hostname,
+                m.serial,
+                m.first_seen,
+                m.last_seen,
+                m.last_address,
+                m.last_endpoint,
+                json.dumps(m.facts, sort_keys=True),
+                m.bmc_address,
+                m.ssh_host_key,
+            ),
+        )
 
     # --- MachineStore -------------------------------------------------------------------
 
@@ -304,6 +315,60 @@ class SqliteStore:
 
         return self._read(read)
 
+    def transact(self, mac: str, step: Step[T], now: float) -> T:
+        return self._transaction(mac, step, now)[1]
+
+    def _transaction(self, mac: str, step: Step[T], now: float) -> tuple[Machine | None, T]:
+        """``transact``, also returning the record as stored afterwards."""
+        _check_mac(mac)
+        with self._write() as db:
+            row = self._row(db, mac)
+            before = _machine(row) if row is not None else None
+            transition = step(before)
+            after = transition.machine
+            if after is not None and after.bmc_address is None:
+                # a BMC inventory that lists this MAC names the machine's BMC
+                inventoried = db.execute(
+                    "SELECT address FROM bmc_macs WHERE mac = ?", (mac,)
+                ).fetchone()
+                if inventoried is not None:
+                    after = dataclasses.replace(after, bmc_address=inventoried["address"])
+            for kind, detail in transition.events:
+                _append(db, mac, kind, detail, now)
+            if after is not None and after != before:
+                if after.mac != mac:
+                    raise StateError(f"a transition on {mac} returned the record of {after.mac}")
+                self._put(db, after)
+                # a new record's changes count from a fresh discovery
+                origin = before if before is not None else rules.new_machine(mac, now, after.boot)
+                _note_changes(db, origin, after, now)
+            return (after if after is not None else before), transition.result
+
+    def _apply(
+        self,
+        mac: str,
+        change: Callable[[Machine | None], Machine],
+        now: float,
+        events: tuple[tuple[str, Mapping[str, Any]], ...] = (),
+    ) -> Machine:
+        def step(m: Machine | None) -> Transition[None]:
+            return Transition(change(m), None, events)
+
+        stored = self._transaction(mac, step, now)[0]
+        assert stored is not None
+        return stored
+
+    def _change(self, mac: str, change: Callable[[Machine], Machine], now: float) -> Machine:
+        def known(m: Machine | None) -> Machine:
+            if m is None:
+                raise StateError(
+                    f"no machine with MAC {mac} in the registry",
+                    hint="'kpc nodes list' shows the machines kpc has seen",
+                )
+            return change(m)
+
+        return self._apply(mac, known, now)
+
     def record_request(
         self,
         mac: str,
@@ -316,96 +381,44 @@ class SqliteStore:
         serial: str | None = None,
         detail: Mapping[str, Any] | None = None,
     ) -> Machine:
-        _check_mac(mac)
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO machines (mac, state, boot, first_seen) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(mac) DO NOTHING",
-                (mac, MachineState.DISCOVERED.value, BootMode.INSTALL.value, now),
-            )
-            _append(
-                db,
+        return self._apply(
+            mac,
+            lambda m: rules.seen(
+                m,
                 mac,
-                EventKind.REQUEST,
-                {**(detail or {}), "endpoint": endpoint, "address": address},
-                now,
-            )
-            db.execute(
-                "UPDATE machines SET last_seen = ?, last_address = ?, last_endpoint = ?, "
-                "uuid = COALESCE(?, uuid), hostname = COALESCE(?, hostname), "
-                "serial = COALESCE(?, serial), bmc_address = COALESCE(bmc_address, "
-                "(SELECT address FROM bmc_macs WHERE mac = ?)) WHERE mac = ?",
-                (now, address, endpoint, uuid, hostname, serial, mac, mac),
-            )
-            row = self._row(db, mac)
-            assert row is not None
-            return _machine(row)
+                address=address,
+                endpoint=endpoint,
+                now=now,
+                uuid=uuid,
+                hostname=hostname,
+                serial=serial,
+            ),
+            now,
+            (rules.request_event(endpoint, address, detail),),
+        )
 
     def set_state(self, mac: str, state: MachineState, now: float) -> Machine:
         state = MachineState(state)
-        with self._write() as db:
-            before = self._require(db, mac)
-            after = self._update(db, mac, state=state.value)
-            _note_changes(db, before, after, now)
-            return after
+        return self._change(mac, lambda m: rules.with_state(m, state), now)
 
     def set_boot(self, mac: str, boot: BootMode, now: float) -> Machine:
         boot = BootMode(boot)
-        with self._write() as db:
-            before = self._require(db, mac)
-            after = self._update(db, mac, boot=boot.value)
-            _note_changes(db, before, after, now)
-            return after
+        return self._change(mac, lambda m: rules.with_boot(m, boot), now)
 
     def install_complete(self, mac: str, now: float) -> Machine:
-        with self._write() as db:
-            before = self._require(db, mac)
-            after = self._update(
-                db,
-                mac,
-                state=MachineState.INSTALLED.value,
-                boot=BootMode.LOCAL.value,
-                ssh_host_key=None,
-            )
-            _note_changes(db, before, after, now)
-            return after
+        return self._change(mac, rules.install_completed, now)
 
     def check_in(self, mac: str, facts: dict[str, Any], address: str | None, now: float) -> Machine:
-        _check_mac(mac)
-        encoded = json.dumps(facts, sort_keys=True)
-        bmc = facts.get("bmc_address")
-        hostname = facts.get("hostname")
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO machines (mac, state, boot, first_seen) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(mac) DO NOTHING",
-                (mac, MachineState.DISCOVERED.value, BootMode.LOCAL.value, now),
-            )
-            current = self._require(db, mac)
-            state = current.state
-            if state is not MachineState.MAINTENANCE:
-                state = MachineState.READY
-            _append(db, mac, EventKind.CHECKIN, {"address": address}, now)
-            after = self._update(
-                db,
-                mac,
-                state=state.value,
-                facts=encoded,
-                last_seen=now,
-                last_address=address if address is not None else current.last_address,
-                last_endpoint="checkin",
-                hostname=hostname if isinstance(hostname, str) and hostname else current.hostname,
-                bmc_address=bmc if isinstance(bmc, str) and bmc else current.bmc_address,
-            )
-            _note_changes(db, current, after, now)
-            return after
+        def change(m: Machine | None) -> Machine:
+            current = m if m is not None else rules.new_machine(mac, now, BootMode.LOCAL)
+            return rules.checked_in(current, facts, address, now)
+
+        return self._apply(mac, change, now, ((EventKind.CHECKIN, {"address": address}),))
 
     def set_host_key(self, mac: str, host_key: str | None) -> Machine:
-        with self._write() as db:
-            before = self._require(db, mac)
-            after = self._update(db, mac, ssh_host_key=host_key)
-            _note_changes(db, before, after, time.time())
-            return after
+        return self._change(
+            mac, lambda m: dataclasses.replace(m, ssh_host_key=host_key), time.time()
+        )
 
     def forget(self, mac: str) -> None:
         with self._write() as db:

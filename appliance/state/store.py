@@ -11,14 +11,39 @@ so a machine's history and a watcher's ``changes_since`` never miss or invent a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 from appliance.state.model import Bmc, BootMode, Event, Machine, MachineState
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Transition(Generic[T]):
+    """What a decision on one machine returns: the record to store (``None``: store
+    nothing), the caller's result, and events to append with it as (kind, detail)."""
+
+    machine: Machine | None
+    result: T
+    events: tuple[tuple[str, Mapping[str, Any]], ...] = field(default=())
+
+
+Step = Callable[[Machine | None], Transition[T]]
+"""A decision on one machine, given its record (``None`` if unknown). Must be pure: a
+backend may call it again when a concurrent writer changed the record first."""
 
 
 class MachineStore(Protocol):
     def get(self, mac: str) -> Machine | None: ...
+
+    def transact(self, mac: str, step: Step[T], now: float) -> T:
+        """Observe and decide in one transaction: read ``mac``'s record, call ``step``, store
+        the record it returns (only if it differs), append its events and the state, boot
+        and host-key changes, and return its result. All of it happens or nothing does, and
+        no other writer's change to the record is lost."""
+        ...
 
     def machines(self, state: MachineState | None = None) -> list[Machine]: ...
 
