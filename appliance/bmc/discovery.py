@@ -1,4 +1,12 @@
-"""Find BMCs: an asyncio sweep of UDP port 623 over address ranges.
+"""Find BMCs: ARP on directly attached networks, then IPMI (UDP 623) and Redfish probes.
+
+``discover`` is the use case. On a network this host is directly attached to, an ARP
+sweep (``appliance.bmc.arp``) finds the live hosts first and only those are probed; on a
+routed network every address is probed. Each probed host is asked for IPMI (below) and for
+its Redfish service root (``GET /redfish/v1/`` over HTTPS, no credentials); a BMC found
+either way is recorded with the protocols it answered to.
+
+The IPMI sweep is one asyncio UDP socket over the addresses.
 
 Each address gets an RMCP/ASF Presence Ping and an IPMI Get Channel Authentication
 Capabilities request (``appliance.bmc.protocol``). Either answer proves a BMC; together they
@@ -26,7 +34,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.bmc import arp
 from appliance.bmc import protocol as p
+from appliance.drivers import netns
+from appliance.drivers import redfish as rf
 from appliance.errors import BmcError, UsageError
 
 NEIGHBOUR_TABLE_MAX = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
@@ -53,6 +64,13 @@ class Found:
     pong: p.PresencePong | None = None
     auth: p.AuthCaps | None = None
     rtt: float | None = None
+    mac: str | None = None  # from the ARP sweep
+    redfish: rf.ServiceRoot | None = None
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        ipmi = self.pong is not None or self.auth is not None
+        return tuple(n for n, ok in (("ipmi", ipmi), ("redfish", self.redfish)) if ok)
 
     @property
     def ipmi_versions(self) -> tuple[str, ...]:
@@ -138,6 +156,7 @@ class _Sweep(asyncio.DatagramProtocol):
         self.packets = 0
         self.errors: collections.Counter[str] = collections.Counter()
         self.all_answered = asyncio.Event()
+        self.answered: dict[str, asyncio.Event] = {}  # hosts probed one by one (live hosts)
 
     # --- receiving ---
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
@@ -159,7 +178,14 @@ class _Sweep(asyncio.DatagramProtocol):
             entry.auth = entry.auth or reply
         if new and self.on_found is not None:
             self.on_found(entry)
-        if len(self.found) == len(self.wanted) and all(f.complete for f in self.found.values()):
+        waiter = self.answered.get(host)
+        if waiter is not None and entry.complete:
+            waiter.set()
+        if (
+            self.targets
+            and len(self.found) == len(self.wanted)
+            and all(f.complete for f in self.found.values())
+        ):
             self.all_answered.set()
 
     def error_received(self, exc: Exception) -> None:  # ICMP errors: nobody there
@@ -216,6 +242,28 @@ class _Sweep(asyncio.DatagramProtocol):
             else:
                 await asyncio.sleep(0)  # let the receive side run
 
+    async def probe_live(self, sock: socket.socket, host: str) -> None:
+        """Probe one host known to be alive (it answered ARP): both probes, the auth-caps
+        request again after ``retry_after`` while it has not answered, then wait at most
+        ``timeout`` for both answers."""
+        options = self.options
+        self.wanted.add(host)
+        self.sent_at[host] = time.monotonic()
+        done = self.answered[host] = asyncio.Event()
+        packets = (p.presence_ping(self.packets & 63), p.get_channel_auth_caps(self.packets & 63))
+        for attempt in range(options.retries + 1):
+            for packet in packets if attempt == 0 else packets[1:]:
+                try:
+                    sock.sendto(packet, (host, options.port))
+                    self.packets += 1
+                except OSError as exc:
+                    await self._send_error(sock, exc, packet, (host, options.port))
+            wait = options.retry_after if attempt < options.retries else options.timeout
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), wait)
+            if done.is_set():
+                return
+
     async def _send_error(
         self, sock: socket.socket, exc: OSError, packet: bytes, destination: tuple[str, int]
     ) -> None:
@@ -240,7 +288,15 @@ async def sweep(
     options: SweepOptions = SweepOptions(),
     on_found: Callable[[Found], None] | None = None,
 ) -> SweepResult:
-    targets = expand(networks)
+    return await sweep_addresses(expand(networks), options, on_found)
+
+
+async def sweep_addresses(
+    targets: list[str],
+    options: SweepOptions = SweepOptions(),
+    on_found: Callable[[Found], None] | None = None,
+) -> SweepResult:
+    """The IPMI sweep of these addresses."""
     started = time.monotonic()
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -276,9 +332,143 @@ async def sweep(
     )
 
 
+def _udp_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
+        sock.bind(("0.0.0.0", 0))
+    except OSError as exc:
+        sock.close()
+        raise BmcError(f"cannot open a UDP socket for discovery: {exc.strerror}") from None
+    return sock
+
+
 def run_sweep(
     networks: Sequence[ipaddress.IPv4Network],
     options: SweepOptions = SweepOptions(),
     on_found: Callable[[Found], None] | None = None,
 ) -> SweepResult:
     return asyncio.run(sweep(networks, options, on_found))
+
+
+# --- the use case: ARP first, then IPMI and Redfish --------------------------------------
+
+# a host that has just answered ARP on the segment answers IPMI within milliseconds
+LIVE_HOST_TIMEOUT = 0.5
+LIVE_HOST_RETRY_AFTER = 0.2
+REDFISH_FANOUT = 256  # TLS handshakes at once
+
+
+@dataclass(frozen=True)
+class DiscoverOptions:
+    udp: SweepOptions = SweepOptions()
+    arp: arp.ArpOptions | None = field(default_factory=arp.ArpOptions)  # None: no ARP
+    redfish: bool = True
+    redfish_port: int = rf.REDFISH_PORT
+    redfish_timeout: float = 2.0
+
+
+@dataclass
+class Discovery:
+    found: list[Found]
+    probed: int  # addresses in the networks
+    arp_asked: int  # of which on directly attached links (ARP swept)
+    arp_alive: int  # of which answered ARP
+    links: list[str]  # the links ARP went out on
+    packets: int  # IPMI probes sent
+    elapsed: float
+    send_errors: dict[str, int] = field(default_factory=dict)
+
+
+def host_links() -> list[arp.Link]:
+    """This host's interfaces with an IPv4 address (``ip -j -4 address``)."""
+    out = []
+    for name, cidr in netns.ipv4_addresses():
+        out.append(arp.Link(name, ipaddress.IPv4Interface(cidr)))
+    return out
+
+
+async def discover(
+    networks: Sequence[ipaddress.IPv4Network],
+    options: DiscoverOptions = DiscoverOptions(),
+    links: Sequence[arp.Link] = (),
+) -> Discovery:
+    """ARP sweeps of the attached parts, each host probed as soon as it answers ARP; the
+    routed parts swept as before; IPMI and Redfish probes side by side."""
+    started = time.monotonic()
+    targets = expand(networks)
+    by_link, routed = arp.attached(targets, links) if options.arp else ({}, list(targets))
+    alive: dict[str, str] = {}
+    roots: dict[str, rf.ServiceRoot] = {}
+    errors: collections.Counter[str] = collections.Counter()
+    udp = options.udp
+    live_options = SweepOptions(  # a host that just answered ARP answers IPMI in milliseconds
+        rate=udp.rate,
+        timeout=min(udp.timeout, LIVE_HOST_TIMEOUT),
+        retries=udp.retries,
+        retry_after=min(udp.retry_after, LIVE_HOST_RETRY_AFTER),
+        port=udp.port,
+    )
+    loop = asyncio.get_running_loop()
+    sock = _udp_socket()
+    live = _Sweep([], live_options, None)
+    transport, _ = await loop.create_datagram_endpoint(lambda: live, sock=sock)
+    tasks: list[asyncio.Future[None]] = []
+    limit = asyncio.Semaphore(REDFISH_FANOUT)
+
+    async def root(address: str) -> None:
+        async with limit:
+            found = await rf.probe_one(address, options.redfish_port, options.redfish_timeout)
+        if found is not None:
+            roots[address] = found
+
+    def on_alive(address: str, mac: str) -> None:
+        alive[address] = mac
+        tasks.append(asyncio.ensure_future(live.probe_live(sock, address)))
+        if options.redfish:
+            tasks.append(asyncio.ensure_future(root(address)))
+
+    try:
+        routed_sweep = sweep_addresses(routed, udp)
+        routed_roots = [root(a) for a in routed] if options.redfish else []
+        arp_sweeps = [
+            arp.sweep(link, addrs, options.arp or arp.ArpOptions(), on_alive)
+            for link, addrs in by_link.items()
+        ]
+        ipmi, arp_results, _ = await asyncio.gather(
+            routed_sweep, asyncio.gather(*arp_sweeps), asyncio.gather(*routed_roots)
+        )
+        await asyncio.gather(*tasks)  # the last live hosts' probes
+    finally:
+        for task in tasks:
+            task.cancel()
+        transport.close()
+    for result in arp_results:
+        errors.update(result.errors)
+    errors.update(ipmi.send_errors)
+    errors.update(live.errors)
+    found = {f.address: f for f in ipmi.found}
+    found.update(live.found)
+    for address, service in roots.items():
+        found.setdefault(address, Found(address)).redfish = service
+    for address, entry in found.items():
+        entry.mac = alive.get(address)
+    return Discovery(
+        found=sorted(found.values(), key=lambda f: ipaddress.IPv4Address(f.address)),
+        probed=len(targets),
+        arp_asked=sum(len(a) for a in by_link.values()),
+        arp_alive=len(alive),
+        links=[link.name for link in by_link],
+        packets=ipmi.packets + live.packets,
+        elapsed=time.monotonic() - started,
+        send_errors=dict(errors),
+    )
+
+
+def run_discover(
+    networks: Sequence[ipaddress.IPv4Network],
+    options: DiscoverOptions = DiscoverOptions(),
+    links: Sequence[arp.Link] = (),
+) -> Discovery:
+    return asyncio.run(discover(networks, options, links))

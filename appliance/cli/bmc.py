@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from appliance.bmc import discovery, power
+from appliance.bmc import arp, discovery, power
 from appliance.bmc import protocol as p
 from appliance.bmc.targets import Candidate, inventory, select
 from appliance.cli.common import Cli, cli, confirm, emit_json
@@ -403,17 +403,54 @@ def pxe_all(
 # --- discovery and inventory -----------------------------------------------------------------
 
 
-def _found_dict(found: discovery.Found) -> dict[str, Any]:
+def _found_dict(found: discovery.Found, note: str | None = None) -> dict[str, Any]:
+    root = found.redfish
     return {
         "address": found.address,
+        "protocols": list(found.protocols),
+        "mac": found.mac,
         "ipmi_versions": list(found.ipmi_versions),
         "auth_types": list(found.auth_types),
         "iana": found.iana,
-        "vendor": p.VENDORS.get(found.iana) if found.iana is not None else None,
-        "answered": [k for k, v in (("ping", found.pong), ("auth-caps", found.auth)) if v],
+        "vendor": (p.VENDORS.get(found.iana) if found.iana is not None else None)
+        or (root.vendor if root else None),
+        "answered": [k for k, v in (("ping", found.pong), ("auth-caps", found.auth)) if v]
+        + (["redfish"] if root else []),
         "auth_caps_code": found.auth.completion_code if found.auth else None,
+        "redfish_version": root.version if root else None,
+        "tls_fingerprint": root.fingerprint if root else None,
         "rtt_ms": round(found.rtt * 1000, 2) if found.rtt is not None else None,
+        "note": note,
     }
+
+
+def _record(store: MachineStore, result: discovery.Discovery, now: float) -> dict[str, str]:
+    """Record what was found; pin certificates seen for the first time. Notes per host."""
+    pinned = {b.address: b.tls_fingerprint for b in store.list_bmcs()}
+    notes: dict[str, str] = {}
+    for found in result.found:
+        store.record_bmc(
+            Bmc(
+                found.address,
+                ipmi_versions=found.ipmi_versions,
+                auth_types=found.auth_types,
+                iana=found.iana,
+                protocols=found.protocols,
+            ),
+            now,
+        )
+        seen = found.redfish.fingerprint if found.redfish else None
+        if seen is None:
+            continue
+        known = pinned.get(found.address)
+        if known is None:
+            store.pin_bmc_cert(found.address, seen)
+        elif known != seen:
+            notes[found.address] = (
+                "TLS certificate CHANGED since it was pinned (kpc will refuse to talk to it; "
+                f"if the BMC's certificate was replaced: kpc bmc forget-cert {found.address})"
+            )
+    return notes
 
 
 @group.command()
@@ -423,73 +460,105 @@ def discover(
         None, help="Networks to sweep (default: bmc.networks).", show_default=False
     ),
     rate: int | None = typer.Option(
-        None, "--rate", help="Packets per second, 0 = unlimited (default: bmc.rate)."
+        None, "--rate", help="IPMI packets per second, 0 = unlimited (default: bmc.rate)."
     ),
     timeout: float = typer.Option(1.0, "--timeout", help="Seconds to wait for late answers."),
     retries: int = typer.Option(1, "--retries", help="Second chances for silent addresses."),
-    port: int = typer.Option(p.RMCP_PORT, "--port", help="UDP port."),
+    port: int = typer.Option(p.RMCP_PORT, "--port", help="IPMI UDP port."),
+    redfish_port: int = typer.Option(443, "--redfish-port", help="Redfish HTTPS port."),
+    no_arp: bool = typer.Option(
+        False, "--no-arp", help="Probe every address, even on directly attached networks."
+    ),
+    no_redfish: bool = typer.Option(False, "--no-redfish", help="IPMI only."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Find BMCs: ASF presence ping + IPMI Get Channel Auth Capabilities on UDP 623.
+    """Find BMCs: ARP on attached networks, then IPMI (UDP 623) and Redfish (HTTPS) probes.
 
-    Found BMCs are recorded in the machine registry (see 'kpc bmc list').
+    On a network this host is directly attached to, an ARP sweep (raw socket: root) finds
+    the live hosts and only those are probed; on routed networks every address is. Each is
+    asked for an ASF presence ping + IPMI Get Channel Auth Capabilities, and for its Redfish
+    service root (no credentials). Found BMCs are recorded in the machine registry with the
+    protocols they speak, and a Redfish certificate seen for the first time is pinned (see
+    'kpc bmc list').
     """
     c = cli(ctx)
-    if timeout <= 0 or retries < 0 or not 0 < port < 65536 or (rate is not None and rate < 0):
-        raise UsageError("--timeout must be > 0, --retries >= 0, --rate >= 0 and --port 1..65535")
+    if (
+        timeout <= 0
+        or retries < 0
+        or not 0 < port < 65536
+        or not 0 < redfish_port < 65536
+        or (rate is not None and rate < 0)
+    ):
+        raise UsageError(
+            "--timeout must be > 0, --retries >= 0, --rate >= 0 and the ports 1..65535"
+        )
     site = _site(c)
+    notes: dict[str, str] = {}
     try:
         nets = _networks(networks or [str(n) for n in site.settings.networks])
         pace = site.settings.rate if rate is None else rate
         budget = discovery.neighbour_budget(nets, discovery.neighbour_table_max())
-        if budget is not None and (pace == 0 or pace > budget):
+        if no_arp and budget is not None and (pace == 0 or pace > budget):
             c.err.print(
                 f"[yellow]warning:[/] {pace or 'an unlimited rate of'} packets/s can overflow "
                 f"this host's neighbour (ARP) table; about {budget}/s is safe here"
             )
-        options = discovery.SweepOptions(
-            rate=pace, timeout=timeout, retries=retries, retry_after=min(0.5, timeout), port=port
+        options = discovery.DiscoverOptions(
+            udp=discovery.SweepOptions(
+                rate=pace,
+                timeout=timeout,
+                retries=retries,
+                retry_after=min(0.5, timeout),
+                port=port,
+            ),
+            arp=None if no_arp else arp.ArpOptions(),
+            redfish=not no_redfish,
+            redfish_port=redfish_port,
+            redfish_timeout=max(timeout, 1.0),
         )
+        links = [] if no_arp else discovery.host_links()
         count = len(discovery.expand(nets))
-        with c.err.status(f"probing {count} addresses on UDP {port}…"):
-            result = discovery.run_sweep(nets, options)
-        now = time.time()
+        with c.err.status(f"probing {count} addresses…"):
+            result = discovery.run_discover(nets, options, links)
         if site.store is not None:
-            for found in result.found:
-                site.store.record_bmc(
-                    Bmc(
-                        found.address,
-                        ipmi_versions=found.ipmi_versions,
-                        auth_types=found.auth_types,
-                        iana=found.iana,
-                    ),
-                    now,
-                )
+            notes = _record(site.store, result, time.time())
     finally:
         site.close()
     if as_json:
-        emit_json([_found_dict(f) for f in result.found])
+        emit_json([_found_dict(f, notes.get(f.address)) for f in result.found])
     else:
         table = Table(box=None, pad_edge=False)
-        for column in ("ADDRESS", "IPMI", "AUTH", "VENDOR (IANA)", "ANSWERED", "RTT"):
+        for column in ("ADDRESS", "PROTOCOLS", "IPMI", "VENDOR", "MAC", "RTT"):
             table.add_column(column)
         for f in result.found:
             info = _found_dict(f)
             table.add_row(
                 f.address,
+                ", ".join(f.protocols),
                 ", ".join(f.ipmi_versions) or "-",
-                ", ".join(f.auth_types) or "-",
-                p.vendor_name(f.iana),
-                " + ".join(info["answered"]),
+                escape(
+                    p.vendor_name(f.iana)
+                    if f.iana is not None or f.redfish is None
+                    else (f.redfish.vendor or "-")
+                ),
+                f.mac or "-",
                 f"{info['rtt_ms']} ms" if info["rtt_ms"] is not None else "-",
             )
         if result.found:
             c.out.print(table)
+    arp_note = (
+        f"; ARP on {', '.join(result.links)}: {result.arp_alive} of {result.arp_asked} "
+        "addresses alive"
+        if result.links
+        else ""
+    )
     c.err.print(
         f"found {len(result.found)} BMC(s) among {result.probed} addresses "
-        f"in {result.elapsed:.2f}s ({result.packets} packets)"
+        f"in {result.elapsed:.2f}s ({result.packets} IPMI packets{arp_note})"
         + ("" if site.store is not None else "; not recorded: no site configuration")
     )
+    for address, note in notes.items():
+        c.err.print(f"[red]warning:[/] {address}: {escape(note)}")
     if result.send_errors:
         summary = ", ".join(f"{k} (x{v})" for k, v in result.send_errors.items())
         c.err.print(f"[yellow]warning:[/] some probes could not be sent: {summary}")

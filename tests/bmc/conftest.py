@@ -66,6 +66,7 @@ class Sims:
         password: str = PASSWORD,
         user: str = USER,
         wait: bool = True,
+        netns: str | None = None,
         **flags: object,
     ) -> Sim:
         """Start a simulator; ``flags`` become options (``mute_after=3`` -> --mute-after=3)."""
@@ -73,6 +74,7 @@ class Sims:
         name = f"sim-{first}-{len(self.running)}"
         events, log = self.tmp / f"{name}.events", self.tmp / f"{name}.log"
         argv = [
+            *(["ip", "netns", "exec", netns] if netns else []),
             sys.executable, "-m", "appliance.bmc.sim", "--listen", first, "--count", str(count),
             "--user", user, "--power", power, "--events", str(events), *extra,
             *[_flag(k, v) for k, v in flags.items() if v is not False],
