@@ -30,6 +30,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 def make_app(service: Service) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=service.max_body)
     app[SERVICE] = service
+    app.router.add_get("/", boot.home)
+    app.router.add_get("/grub", boot.grub)
     app.router.add_get("/boot.ipxe", boot.bootstrap)
     app.router.add_get("/boot.ipxe.0", boot.bootstrap)
     app.router.add_get("/ipxe", boot.ipxe)

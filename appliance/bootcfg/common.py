@@ -23,10 +23,16 @@ def service(request: web.Request) -> Service:
 def labels_of(request: web.Request) -> Labels:
     """The request's validated labels, or 400 with the reason."""
     try:
-        return parse_labels(request.rel_url.query.items(), request.query_string)
+        return parse_labels(request.rel_url.query.items(), request.rel_url.raw_query_string)
     except LabelError as exc:
         log.warning("%s %s from %s refused: %s", request.method, request.path, request.remote, exc)
         raise web.HTTPBadRequest(text=f"bad request: {exc}\n", content_type=TEXT) from None
+
+
+def shown_query(request: web.Request) -> str:
+    """The raw query for a log line: quoted and escaped (no CR/LF can forge a line)."""
+    raw = request.rel_url.raw_query_string
+    return ascii(raw[:300] + ("..." if len(raw) > 300 else "")) if raw else "-"
 
 
 def text(body: str, status: int = 200) -> web.Response:
@@ -34,15 +40,15 @@ def text(body: str, status: int = 200) -> web.Response:
 
 
 def not_found(request: web.Request, reason: str) -> web.Response:
-    log.info("%s %s: %s", request.path, request.query_string or "-", reason)
+    log.info("%s %s: %s", request.path, shown_query(request), reason)
     return text(f"not found: {reason}\n", 404)
 
 
 def refused(request: web.Request, reason: str) -> web.Response:
-    log.warning("%s %s refused: %s", request.path, request.query_string or "-", reason)
+    log.warning("%s %s refused: %s", request.path, shown_query(request), reason)
     return text(f"refused: {reason}\n", 403)
 
 
 def failed(request: web.Request, reason: str) -> web.Response:
-    log.error("%s %s failed: %s", request.path, request.query_string or "-", reason)
+    log.error("%s %s failed: %s", request.path, shown_query(request), reason)
     return text(f"error: {reason}\n", 500)

@@ -1,23 +1,38 @@
-"""What templates see, and the two small text renderers bootcfg owns. Pure.
+"""What templates see, and the small text renderers bootcfg owns. Pure.
 
-Context (later entries win): site variables (``site_context``), the group's metadata, the
-group's selectors, ``mac`` (normalised, when the request has one) and ``request``
-(``{"query": {...validated labels...}, "raw_query": "..."}``), as in matchbox.
+matchbox's variables (``matchbox_variables``), for Go templates and /metadata: the group's
+metadata, then its selectors (names lower-cased) over it, then ``request``:
+``{"query": {...validated labels, empty ones too...}, "raw_query": "..."}``.
+
+kpc's Jinja2 context (``template_context``, for ``*.j2``): site variables
+(``site_context``), then the same, plus ``mac`` (normalised, when the request has one).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import jinja2
 
 from appliance.bootcfg.catalog import Group
+from appliance.bootcfg.gotemplate import go_string
 from appliance.bootcfg.labels import Labels
 
 
 class TemplateFailed(ValueError):
     """A generic template could not be rendered (message names the file)."""
+
+
+def matchbox_variables(group: Group | None, labels: Labels) -> dict[str, Any]:
+    """matchbox's template data for a request that matched ``group``."""
+    data: dict[str, Any] = {}
+    if group is not None:
+        data.update(group.metadata)
+        data.update({key.lower(): value for key, value in group.selector.items()})
+    data["request"] = {"query": dict(labels.values), "raw_query": labels.raw_query}
+    return data
 
 
 def template_context(
@@ -55,28 +70,33 @@ def render_text(env: jinja2.Environment, text: str, context: Mapping[str, Any], 
         raise TemplateFailed(f"{source}: {exc}") from None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def env_escape(text: str) -> str:
+    """A value or name safe on one line: unchanged unless it holds a control character
+    (CR and LF included); then backslashes and controls are escaped (\\n, \\r, \\xNN)."""
+    if not re.search(r"[\x00-\x1f\x7f]", text):
+        return text
+    names = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+    return _CONTROL.sub(lambda m: names.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+
+
 def _env_lines(prefix: str, data: Mapping[str, Any], out: list[str]) -> None:
     for key in sorted(data, key=str):
         value = data[key]
-        name = f"{prefix}{key}".upper().replace("-", "_").replace(".", "_")
+        name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             _env_lines(name + "_", value, out)
-        elif isinstance(value, bool):
-            out.append(f"{name}={'true' if value else 'false'}")
-        elif isinstance(value, (str, int, float)):
-            text = str(value).replace("\\", "\\\\").replace("\n", "\\n")
-            out.append(f"{name}={text}")
+        elif isinstance(value, (str, bool, float, int)):
+            out.append(f"{env_escape(name.upper())}={env_escape(go_string(value))}")
+        # lists and null: matchbox writes nothing for them
 
 
 def metadata_env(group: Group | None, labels: Labels) -> str:
-    """matchbox's /metadata: the group's data as KEY=value lines, nested keys joined by _."""
-    data: dict[str, Any] = {}
-    if group is not None:
-        data.update(group.metadata)
-        data.update(group.selector)
-    if labels.mac is not None:
-        data["mac"] = labels.mac
-    data["request"] = {"query": dict(labels.values), "raw_query": labels.raw_query}
+    """matchbox's /metadata: its variables as KEY=value lines, nested names joined by _,
+    upper-cased; numbers and booleans as Go prints them. Lines sorted (matchbox's order is
+    random); values with control characters escaped so no line can be forged."""
     out: list[str] = []
-    _env_lines("", data, out)
-    return "\n".join(out) + "\n"
+    _env_lines("", matchbox_variables(group, labels), out)
+    return "".join(line + "\n" for line in out)

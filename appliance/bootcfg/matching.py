@@ -1,10 +1,12 @@
 """Which group and profile answer a request. Pure functions of the catalog, the request's
 labels and the machine's registry record.
 
-Matching (as matchbox): a group matches when every one of its selectors equals the request's
-label of that name; the matching group with the most selectors wins; ties go to the group
-whose id sorts first, so the answer never depends on file order. A group without selectors
-(at most one, enforced at load time) is the default.
+Matching (matchbox's rule): a group matches when every one of its selectors equals the
+request's label of that name (a missing label counts as empty, so a selector with an empty
+value matches a request without that label). Groups are tried in ``match_order``: the most
+selectors first; among groups with as many, the one whose sorted ``key=value,...`` string
+is greatest first; identical selectors in file-name order. A group without selectors is the
+default. A group whose profile is missing still wins its requests and gets them a 404.
 
 kpc's registry then decides on top of the match (what matchbox lacks):
 
@@ -44,19 +46,17 @@ class Decision:
 
 
 def group_matches(group: Group, labels: Labels) -> bool:
-    return all(labels.get(key) == value for key, value in group.selector.items())
+    return all(labels.values.get(key, "") == value for key, value in group.selector.items())
 
 
 def select_group(groups: Iterable[Group], labels: Labels) -> Group | None:
-    """The matching group with the most selectors; ties broken by group id."""
-    candidates = [g for g in groups if group_matches(g, labels)]
-    if not candidates:
-        return None
-    return min(candidates, key=lambda g: (-len(g.selector), g.id))
+    """The first matching group of ``groups`` (a catalog's, already in match order)."""
+    return next((g for g in groups if group_matches(g, labels)), None)
 
 
 def is_installer(profile: Profile) -> bool:
-    return profile.id == "install" or profile.id.endswith("-install")
+    """An installer by its id or its file name (``install``, ``*-install``)."""
+    return any(name == "install" or name.endswith("-install") for name in (profile.id, profile.key))
 
 
 def decide(catalog: Catalog, labels: Labels, machine: Machine | None, *, ipxe: bool) -> Decision:
@@ -75,7 +75,14 @@ def decide(catalog: Catalog, labels: Labels, machine: Machine | None, *, ipxe: b
     group = select_group(catalog.groups, labels)
     if group is None:
         return Decision(Outcome.NO_MATCH, "no group matches")
-    profile = catalog.profiles[group.profile]
+    profile = catalog.profiles.get(group.profile)
+    if profile is None:
+        return Decision(
+            Outcome.NO_MATCH,
+            f"group {group.id!r} ({group.source.name}) names profile {group.profile!r}, which "
+            "is missing or broken",
+            group,
+        )
     if is_installer(profile):
         if labels.mac is None:
             return Decision(

@@ -8,8 +8,9 @@ translate HTTP to these calls and their results back to HTTP; they never write t
 Transitions a request may cause (the rest are in ``appliance.state.rules``):
 
 - any request with a ``mac=``: the discovery record (``rules.seen``);
-- ``/ipxe`` or ``/ignition`` answered with an installer profile: state ``installing``;
-- ``/ipxe`` answered with the rescue profile: state ``rescue``.
+- ``/ipxe`` (or ``/grub``) or ``/ignition`` answered with an installer profile: state
+  ``installing``;
+- ``/ipxe`` (or ``/grub``) answered with the rescue profile: state ``rescue``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from appliance.state.model import Machine, MachineState
 from appliance.state.store import Transition
 
 IPXE = "ipxe"
+GRUB = "grub"  # a boot endpoint like /ipxe, for GRUB clients (matchbox's /grub)
+BOOT_ENDPOINTS = (IPXE, GRUB)
 IGNITION = "ignition"
 INSTALL_COMPLETE = "install-complete"
 CHECKIN = "checkin"
@@ -45,9 +48,9 @@ def _served_state(endpoint: str, decision: Decision) -> MachineState | None:
     profile = decision.profile
     if decision.outcome is not Outcome.PROFILE or profile is None:
         return None
-    if is_installer(profile) and endpoint in (IPXE, IGNITION):
+    if is_installer(profile) and endpoint in (*BOOT_ENDPOINTS, IGNITION):
         return MachineState.INSTALLING
-    if profile.id == RESCUE_PROFILE and endpoint == IPXE:
+    if profile.id == RESCUE_PROFILE and endpoint in BOOT_ENDPOINTS:
         return MachineState.RESCUE
     return None
 
@@ -55,7 +58,7 @@ def _served_state(endpoint: str, decision: Decision) -> MachineState | None:
 def serve(svc: Service, endpoint: str, labels: Labels, address: str | None) -> Verdict:
     """Record, match and decide a boot or config request (``/ipxe``, ``/ignition``, ...)."""
     catalog = svc.catalog
-    ipxe = endpoint == IPXE
+    ipxe = endpoint in BOOT_ENDPOINTS
     if labels.mac is None:
         return Verdict(catalog, decide(catalog, labels, None, ipxe=ipxe), None)
     mac = labels.mac

@@ -45,8 +45,7 @@ class CatalogHolder:
         self._catalog = load_catalog(data_dir)
         self._checked = monotonic()
         self._failed_signature: object = None
-        for warning in self._catalog.warnings:
-            log.warning("%s", warning)
+        _report(self._catalog)
 
     def current(self) -> Catalog:
         now = self._monotonic()
@@ -72,9 +71,16 @@ class CatalogHolder:
                 len(catalog.groups),
                 len(catalog.profiles),
             )
-            for warning in catalog.warnings:
-                log.warning("%s", warning)
+            _report(catalog)
             return catalog
+
+
+def _report(catalog: Catalog) -> None:
+    """Log each broken file (out of service) and each warning, one line apiece."""
+    for problem in catalog.problems:
+        log.error("out of service: %s", problem)
+    for warning in catalog.warnings:
+        log.warning("%s", warning)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from appliance.bootcfg.app import run
+from appliance.bootcfg.catalog import load_catalog
 from appliance.bootcfg.setup import (
     build_service,
     read_data_dir_keys,
@@ -46,9 +47,9 @@ def serve(
 ) -> None:
     """Serve iPXE scripts, Ignition configs and assets to booting machines.
 
-    Steps: load the site config; load the data dir (every problem listed, nothing served if
-    broken); open the machine registry; serve until interrupted. Edits to the data dir are
-    picked up within a second; a broken edit is logged and the previous data kept.
+    Steps: load the site config; load the data dir (each broken file logged and left out
+    of service, the rest served; 'kpc bootcfg check' lists them); open the machine
+    registry; serve until interrupted. Edits to the data dir are picked up within a second.
     """
     c = cli(ctx)
     config = c.config()
@@ -118,6 +119,42 @@ def init(
     c.out.print(f"{len(collection.keys)} SSH key(s); Flatcar {version}; data dir {directory}")
     if not collection.keys:
         c.err.print("warning: no SSH keys found: installed nodes will have no login (--ssh-key)")
+
+
+@group.command()
+def check(
+    ctx: typer.Context,
+    data_dir: Path | None = typer.Option(
+        None, help="The data dir to check (default: bootcfg.data_dir; no site config needed)."
+    ),
+) -> None:
+    """Check a data dir (kpc's or an existing matchbox one) the way 'serve' loads it.
+
+    Steps: read every group, profile, Ignition and generic file; print each broken file
+    and what is wrong with it (the service leaves exactly those out of service and serves
+    the rest), then warnings (served, but worth knowing). Exits 1 when any file is broken.
+    """
+    c = cli(ctx)
+    directory = data_dir or c.config().bootcfg.data_dir
+    catalog = load_catalog(directory)
+    c.out.print(
+        f"{directory}: {len(catalog.groups)} groups, {len(catalog.profiles)} profiles, "
+        f"{len(catalog.ignition)} Ignition files, {len(catalog.generic)} generic files",
+        markup=False,
+    )
+    for problem in catalog.problems:
+        c.err.print(f"broken: {problem}", markup=False)
+    for warning in catalog.warnings:
+        c.err.print(f"warning: {warning}", markup=False)
+    if catalog.problems:
+        count = len(catalog.problems)
+        c.err.print(
+            f"{count} broken file{'s' if count != 1 else ''}: each is out of service until "
+            "fixed; the rest serves",
+            markup=False,
+        )
+        raise typer.Exit(1)
+    c.out.print("ok: every file loads", markup=False)
 
 
 def register(app: typer.Typer) -> None:
