@@ -122,6 +122,19 @@ class Catalog:
     generic: Mapping[str, Template] = field(default_factory=dict)
     problems: tuple[str, ...] = ()  # broken files, each out of service: "path: what"
     warnings: tuple[str, ...] = ()  # served, but worth knowing
+    broken: tuple[Path, ...] = ()  # the files ``problems`` are about
+
+    def health(self) -> str | None:
+        """A line for /healthz when files are out of service: how many, by name only (the
+        details stay in the log and 'kpc bootcfg check', not with any client)."""
+        if not self.broken:
+            return None
+        names = ", ".join(p.relative_to(self.data_dir).as_posix() for p in self.broken[:20])
+        more = f" and {len(self.broken) - 20} more" if len(self.broken) > 20 else ""
+        return (
+            f"data: {len(self.broken)} broken file(s) out of service ({names}{more}); "
+            "see 'kpc bootcfg check'"
+        )
 
     @property
     def assets_dir(self) -> Path:
@@ -412,11 +425,15 @@ def load_catalog(data_dir: Path) -> Catalog:
     problems: list[str] = []
     warnings: list[str] = []
 
+    broken: list[Path] = []
     profiles: dict[str, Profile] = {}
     for path in _files(data_dir / "profiles", "*.json"):
+        before = len(problems)
         profile = _load_profile(path, problems, warnings)
         if profile is not None:
             profiles[profile.key] = profile
+        if len(problems) > before:
+            broken.append(path)
     _ignored(data_dir / "profiles", warnings)
 
     groups: list[Group] = []
@@ -424,7 +441,10 @@ def load_catalog(data_dir: Path) -> Catalog:
         p.name.removesuffix(".json") for p in _files(data_dir / "profiles", "*.json")
     }
     for path in _files(data_dir / "groups", "*.json"):
+        before = len(problems)
         group = _load_group(path, problems)
+        if len(problems) > before:
+            broken.append(path)
         if group is None:
             continue
         if not group.profile:
@@ -434,6 +454,8 @@ def load_catalog(data_dir: Path) -> Catalog:
             problems.append(
                 f"{path}: profile {group.profile!r} {why}: machines matching this group get 404"
             )
+        if not group.profile or group.profile not in profiles:
+            broken.append(path)
         groups.append(group)
     _ignored(data_dir / "groups", warnings)
     defaults = [g for g in groups if not g.selector]
@@ -462,6 +484,7 @@ def load_catalog(data_dir: Path) -> Catalog:
     for template in [*ignition.values(), *generic.values()]:
         if template.problem:
             problems.append(template.problem)
+            broken.append(template.path)
     for profile in profiles.values():
         if profile.ignition_id and profile.ignition_id not in ignition:
             warnings.append(
@@ -481,6 +504,7 @@ def load_catalog(data_dir: Path) -> Catalog:
         generic=generic,
         problems=tuple(problems),
         warnings=tuple(warnings),
+        broken=tuple(dict.fromkeys(broken)),
     )
 
 

@@ -226,23 +226,29 @@ def _sprint(*args: Any) -> str:
 _VERB_RE = re.compile(r"%([-+# 0]*)(\d+|\*)?(?:\.(\d+))?([a-zA-Z%])")
 
 
-def _go_quote(text: str) -> str:
-    out = ['"']
+_SHORT_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape(text: str, backslashed: str, unicode: str, control: str) -> str:
+    """Backslash ``backslashed`` characters, ``\\uXXXX`` the ``unicode`` ones, short
+    escapes for newline/tab/CR and ``control`` % code for other control characters."""
+    out: list[str] = []
     for ch in text:
-        if ch in '"\\':
+        if ch in backslashed:
             out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
+        elif ch in unicode:
+            out.append(f"\\u{ord(ch):04X}")
+        elif ch in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[ch])
         elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
+            out.append(control % ord(ch))
         else:
             out.append(ch)
-    out.append('"')
     return "".join(out)
+
+
+def _go_quote(text: str) -> str:
+    return '"' + _escape(text, '"\\', "", "\\x%02x") + '"'
 
 
 def _sprintf(fmt: Any, *args: Any) -> str:
@@ -317,23 +323,7 @@ def _html(*args: Any) -> str:
 
 
 def _js(*args: Any) -> str:
-    out: list[str] = []
-    for ch in _sprint(*args):
-        if ch in "\\'\"":
-            out.append("\\" + ch)
-        elif ch in "<>&=":
-            out.append(f"\\u{ord(ch):04X}")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20:
-            out.append(f"\\u{ord(ch):04X}")
-        else:
-            out.append(ch)
-    return "".join(out)
+    return _escape(_sprint(*args), "\\'\"", "<>&=", "\\u%04X")
 
 
 def _urlquery(*args: Any) -> str:

@@ -64,7 +64,8 @@ async def healthz(request: web.Request) -> web.Response:
         service(request).store.get("00:00:00:00:00:00")
     except StateError as exc:
         return text(f"unhealthy: {exc.message}\n", 503)
-    return text("ok\n")
+    detail = service(request).catalog.health()  # serving, but some files are broken
+    return text("ok\n" + (f"{detail}\n" if detail else ""))
 
 
 async def install_complete(request: web.Request) -> web.Response:
