@@ -253,6 +253,40 @@ class Ssh(Model):
     timeout: float = Field(default=10.0, gt=0)
 
 
+class Web(Model):
+    """The live web view of the rack (``kpc web``; the ``web`` service of ``kpc up``)."""
+
+    enabled: bool = False  # run the web service with `kpc up`
+    listen: IPv4Address | None = None  # default: provisioning.address
+    port: int = Field(default=8070, ge=1, le=65535)
+    # Operators log in with this site secret (and a name, kept in the audit log).
+    password: SecretRef | None = None
+    # Or trust a user name in this request header, set by a reverse proxy in front of kpc,
+    # from these addresses only. Explicit opt-in: anyone reaching the port could set it.
+    proxy_header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]+$")
+    proxy_addresses: list[IPv4Address] = Field(
+        default_factory=lambda: [ipaddress.IPv4Address("127.0.0.1")]
+    )
+    actions: bool = False  # allow actions (boot mode, power, PXE) from the web view
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    # A machine is shown as stuck when it stays longer than this in a state (seconds).
+    stuck_after: dict[str, float] = Field(
+        default_factory=lambda: {"discovered": 900.0, "installing": 1800.0, "installed": 900.0}
+    )
+    serial_logs: Path | None = None  # the lab's servers directory: console tails shown
+
+    @field_validator("stuck_after")
+    @classmethod
+    def _states(cls, value: dict[str, float]) -> dict[str, float]:
+        states = ("discovered", "installing", "installed", "ready", "maintenance", "rescue")
+        for name, seconds in value.items():
+            if name not in states:
+                raise ValueError(f"{name!r} is not a machine state (one of {', '.join(states)})")
+            if seconds <= 0:
+                raise ValueError(f"{name}: {seconds} is not a positive number of seconds")
+        return value
+
+
 class Paths(Model):
     state_dir: Path = Path("/var/lib/kpc")
     log_dir: Path = Path("/var/log/kpc")
@@ -270,6 +304,7 @@ class SiteConfig(Model):
     services: Services = Services()
     ssh: Ssh = Ssh()
     paths: Paths = Paths()
+    web: Web = Web()
 
     @property
     def registry_address(self) -> ipaddress.IPv4Address:

@@ -50,6 +50,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "lab": ("lab",),
     "kolla": ("kolla",),
     "registry": ("registry",),
+    "web": ("web",),
 }
 
 

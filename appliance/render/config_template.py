@@ -27,6 +27,7 @@ from appliance.config import (
     Roles,
     Services,
     Ssh,
+    Web,
 )
 
 
@@ -67,7 +68,7 @@ def config_template(values: InitValues) -> str:
     """The text of a complete, commented kpc.yaml."""
     bmc, os_, disk, boot = Bmc(), Os(), InstallDisk(), Bootcfg()
     reg, kolla, roles, images = Registry(), Kolla(), Roles(), Images()
-    services, ssh, paths = Services(), Ssh(), Paths()
+    services, ssh, paths, web = Services(), Ssh(), Paths(), Web()
     s = scalar
     return f"""\
 # kpc site configuration.
@@ -192,6 +193,20 @@ kolla:
 #   state_dir: {s(str(paths.state_dir))}
 #   log_dir: {s(str(paths.log_dir))}
 #   source_dir: {s(str(paths.source_dir))}    # kpc's templates and container definitions
+
+# The live web view of the rack ('kpc web'; with enabled: true also a service of 'kpc up').
+# It always needs a login: the site password below, or a reverse proxy's user header.
+# web:
+#   enabled: {s(web.enabled)}
+#   listen: 198.18.0.2    # default: provisioning.address
+#   port: {web.port}
+#   password: {{file: /etc/kpc/secrets/web-password}}    # operators log in with it
+#   proxy_header: X-Remote-User    # or trust this header set by a reverse proxy ...
+#   proxy_addresses: [127.0.0.1]    # ... only on requests from these addresses
+#   actions: {s(web.actions)}    # true: boot mode, power and PXE from the web (confirmed, audited)
+#   session_hours: {web.session_hours}    # a login lasts this long
+#   stuck_after: {{discovered: 900, installing: 1800, installed: 900}}    # seconds, then stuck
+#   serial_logs: /var/lib/kpc/lab/servers    # lab only: show each server's console tail
 """
 
 
