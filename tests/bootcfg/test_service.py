@@ -291,9 +291,12 @@ def test_data_dir_edits_are_picked_up_and_broken_edits_ignored(
         "the new group to be served",
     )
     kpc_data.file("groups", "broken.json", "{oops")
-    # the broken file is refused; the last good data keeps being served
+    # the broken file is out of service and named in /healthz; everything else serves
+    wait_for(lambda: "groups/broken.json" in server.get("/healthz").text, 5, "/healthz to name it")
     assert "special=1" in server.get("/ipxe?mac=52:54:00:99:99:99").text
     assert server.get(f"/ipxe?mac={MAC}").status == 200
+    (kpc_data.root / "groups" / "broken.json").unlink()
+    wait_for(lambda: server.get("/healthz").text == "ok\n", 5, "/healthz to be plain ok")
 
 
 # --- assets ------------------------------------------------------------------------------
