@@ -130,7 +130,7 @@ def up(
 ) -> list[Action]:
     """Bring the named services (default: all) to their spec and wait until they are healthy."""
     docker.ping()
-    chosen = {service: specs[service] for service in select_services(names)}
+    chosen = {service: specs[service] for service in select_services(names, tuple(specs))}
     image_ids = _missing_images(docker, chosen)
     current = {service: docker.container(spec.name) for service, spec in chosen.items()}
     actions = plan_up(chosen, current, image_ids)
@@ -303,7 +303,7 @@ def logs(
     tail: int,
     on_line: Callable[[str], None],
 ) -> None:
-    select_services([service])
+    select_services([service], tuple(specs))
     name = specs[service].name
     docker.ping()
     if docker.container(name) is None:

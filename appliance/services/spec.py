@@ -16,13 +16,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from appliance.config import SiteConfig, dump_config
+from appliance.config import SecretRef, SiteConfig, dump_config
 from appliance.drivers.docker import ContainerSpec, Healthcheck, Mount, PortMap
 from appliance.errors import ConfigError, UsageError
 from appliance.images.catalog import image_ref
 from appliance.render.dnsmasq import BIOS_LOADER, ProxyDhcp, as_args, proxy_dhcp_options
 
-SERVICES = ("registry", "bootcfg", "dnsmasq")  # start order: dnsmasq points at bootcfg
+# start order: dnsmasq points at bootcfg; web (only with web.enabled) reads bootcfg's registry
+SERVICES = ("registry", "bootcfg", "dnsmasq", "web")
 LABEL_SERVICE = "kpc.service"
 LABEL_PREFIX = "kpc.prefix"
 LABEL_HASH = "kpc.spec-hash"
@@ -36,7 +37,7 @@ REGISTRY_STORAGE = "/var/lib/docker-registry"  # inside the container
 # itself, so it does not wait for Docker's first interval.
 HEALTH = {"interval": 10, "timeout": 5, "retries": 3, "start_period": 20}
 # Which config key to change when a service's published port is taken.
-PORT_KEYS = {"registry": "registry.port", "bootcfg": "bootcfg.port"}
+PORT_KEYS = {"registry": "registry.port", "bootcfg": "bootcfg.port", "web": "web.port"}
 
 
 def container_name(config: SiteConfig, service: str) -> str:
@@ -81,15 +82,21 @@ def dnsmasq_spec(config: SiteConfig) -> ContainerSpec:
     )
 
 
-def _secret_parts(config: SiteConfig) -> tuple[tuple[str, ...], tuple[Mount, ...]]:
-    """How bootcfg's token reaches the container: an env name, or its file mounted read-only."""
-    token = config.bootcfg.token
-    if token is None:
-        return (), ()
-    if token.env is not None:
-        return (token.env,), ()
-    assert token.file is not None
-    return (), (Mount(token.file, str(token.file), read_only=True),)
+def _secret_parts(
+    refs: Sequence[SecretRef | None],
+) -> tuple[tuple[str, ...], tuple[Mount, ...]]:
+    """How secrets reach a container: env names, or their files mounted read-only."""
+    names: dict[str, None] = {}
+    mounts: dict[Path, Mount] = {}
+    for ref in refs:
+        if ref is None:
+            continue
+        if ref.env is not None:
+            names[ref.env] = None
+        else:
+            assert ref.file is not None
+            mounts[ref.file] = Mount(ref.file, str(ref.file), read_only=True)
+    return tuple(names), tuple(mounts.values())
 
 
 def site_config_hash(config: SiteConfig) -> str:
@@ -113,7 +120,7 @@ def bootcfg_spec(
     state_db = config.bootcfg.state_db
     if state_db is not None and not state_db.is_relative_to(data_dir):
         mounts.append(Mount(state_db.parent, str(state_db.parent)))
-    secret_env, secret_mounts = _secret_parts(config)
+    secret_env, secret_mounts = _secret_parts([config.bootcfg.token])
     command = ["--config", CONFIG_IN_CONTAINER, "bootcfg", "serve", "--listen", "0.0.0.0"]
     if os_version:
         command += ["--os-version", os_version]
@@ -127,6 +134,44 @@ def bootcfg_spec(
         health=_health(_wget(f"http://127.0.0.1:{port}/healthz")),
         # bootcfg reads the whole site config at start: any change restarts it
         labels=_labels(config, "bootcfg", **{LABEL_SITE: site_config_hash(config)}),
+    )
+
+
+def _registry_mounts(config: SiteConfig) -> list[Mount]:
+    """The machine registry's directory (SQLite in WAL mode needs it writable)."""
+    data_dir = config.bootcfg.data_dir
+    state_db = config.bootcfg.state_db
+    if state_db is not None and not state_db.is_relative_to(data_dir):
+        return [Mount(state_db.parent, str(state_db.parent))]
+    return [Mount(data_dir, str(data_dir))]
+
+
+def web_spec(config: SiteConfig, config_file: Path) -> ContainerSpec:
+    """The web view (kpc's bootcfg image, which holds kpc) on the host network, so its BMC
+    actions reach the BMC networks as the CLI does. Reads the registry and kolla's logs."""
+    web_config = config.web
+    listen = str(web_config.listen or config.provisioning.address)
+    mounts = [
+        Mount(config_file.absolute(), CONFIG_IN_CONTAINER, read_only=True),
+        *_registry_mounts(config),
+        Mount(config.paths.log_dir, str(config.paths.log_dir), read_only=True),
+    ]
+    if web_config.serial_logs is not None:
+        mounts.append(Mount(web_config.serial_logs, str(web_config.serial_logs), read_only=True))
+    refs: list[SecretRef | None] = [web_config.password]
+    if web_config.actions:  # power actions log in to the BMCs
+        refs += [config.bmc.password, *(host.password for host in config.bmc.hosts)]
+    secret_env, secret_mounts = _secret_parts(refs)
+    return ContainerSpec(
+        name=container_name(config, "web"),
+        image=image_ref(config, "bootcfg"),
+        command=("--config", CONFIG_IN_CONTAINER, "web"),
+        network="host",
+        mounts=(*mounts, *secret_mounts),
+        secret_env=secret_env,
+        health=_health(_wget(f"http://{listen}:{web_config.port}/healthz")),
+        # the web view reads the whole site config at start: any change restarts it
+        labels=_labels(config, "web", **{LABEL_SITE: site_config_hash(config)}),
     )
 
 
@@ -166,23 +211,32 @@ def with_hash(spec: ContainerSpec) -> ContainerSpec:
 def service_specs(
     config: SiteConfig, config_file: Path, *, os_version: str | None = None
 ) -> dict[str, ContainerSpec]:
-    """Every service's spec, hash label included, in start order."""
+    """Every enabled service's spec, hash label included, in start order (web only with
+    web.enabled)."""
     specs = {
         "registry": registry_spec(config),
         "bootcfg": bootcfg_spec(config, config_file, os_version),
         "dnsmasq": dnsmasq_spec(config),
     }
-    return {name: with_hash(specs[name]) for name in SERVICES}
+    if config.web.enabled:
+        specs["web"] = web_spec(config, config_file)
+    return {name: with_hash(specs[name]) for name in SERVICES if name in specs}
 
 
-def select_services(names: Sequence[str]) -> list[str]:
-    """The named services in start order (all when none are named)."""
+def select_services(names: Sequence[str], enabled: Sequence[str] = SERVICES) -> list[str]:
+    """The named services in start order (every enabled one when none are named)."""
     unknown = [name for name in names if name not in SERVICES]
     if unknown:
         raise UsageError(
             f"no such service: {', '.join(unknown)}", hint=f"kpc runs: {', '.join(SERVICES)}"
         )
-    return [name for name in SERVICES if not names or name in names]
+    off = [name for name in names if name not in enabled]
+    if off:
+        raise UsageError(
+            f"service {', '.join(off)} is not enabled in the site config",
+            hint="set web.enabled: true in kpc.yaml (and a web.password) to run the web view",
+        )
+    return [name for name in SERVICES if name in enabled and (not names or name in names)]
 
 
 def env_secrets_needed(specs: Mapping[str, ContainerSpec]) -> list[str]:

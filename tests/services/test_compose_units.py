@@ -72,6 +72,12 @@ def config_from_env(env: dict[str, str]) -> SiteConfig:
         "registry": registry,
         "services": {"prefix": env["KPC_SERVICES_PREFIX"]},
         "images": {"prefix": env["KPC_IMAGES_PREFIX"]},
+        "paths": {"log_dir": env["KPC_LOG_DIR"]},
+        "web": {
+            "enabled": True,
+            "port": int(env["KPC_WEB_PORT"]),
+            "password": {"file": env["KPC_WEB_PASSWORD_FILE"]},
+        },
     }
     return parse_config(yaml.safe_dump(data), str(ENV_FILE))
 
@@ -112,10 +118,12 @@ def test_compose_file_matches_what_kpc_up_runs() -> None:
     env = read_env(ENV_FILE)
     document = interpolate(yaml.safe_load(COMPOSE.read_text()), env)
     specs = service_specs(config_from_env(env), Path(env["KPC_CONFIG"]))
-    assert list(document["services"]) == list(SERVICES)
+    assert list(document["services"]) == list(SERVICES) == list(specs)
     for name, spec in specs.items():
         compose = dict(document["services"][name])
         compose.pop("depends_on", None)
+        # off unless asked for, in compose as in kpc up (web.enabled)
+        assert compose.pop("profiles", None) == (["web"] if name == "web" else None)
         assert compose == as_compose(spec), f"compose service {name} drifted from kpc up's spec"
 
 
@@ -151,7 +159,7 @@ def units_config(extra: str = "") -> SiteConfig:
 
 
 def test_units_run_the_same_containers_as_kpc_up() -> None:
-    config = units_config()
+    config = units_config("web: {enabled: true, password: {file: /etc/kpc/secrets/web}}\n")
     units = systemd_services(config)
     specs = service_specs(config, Path("/etc/kpc/kpc.yaml"))
     assert [u["name"] for u in units] == [s.name for s in specs.values()]
@@ -187,7 +195,7 @@ def test_unit_secrets_come_from_an_env_file_by_name() -> None:
 
 def test_deployhost_ignition_with_the_units_validates() -> None:
     require_tool("ignition-validate")
-    config = units_config()
+    config = units_config("web: {enabled: true, password: {file: /etc/kpc/secrets/web}}\n")
     template = (REPO / "ignition" / "deployhost.ign.j2").read_text()
     context = site_context(config, [], os_version="3815.2.5", services=systemd_services(config))
     rendered = render_ignition(template, context, source="deployhost.ign.j2")

@@ -43,9 +43,10 @@ def specs(extra: str = "") -> dict[str, Any]:
 
 def test_names_images_and_order() -> None:
     s = specs()
-    assert list(s) == list(SERVICES) == ["registry", "bootcfg", "dnsmasq"]
-    assert {k: v.name for k, v in s.items()} == {k: f"kpcb-{k}" for k in SERVICES}
-    assert {k: v.image for k, v in s.items()} == {k: f"kpcbimg/{k}:latest" for k in SERVICES}
+    assert list(s) == ["registry", "bootcfg", "dnsmasq"]  # web is off unless enabled
+    assert list(SERVICES) == ["registry", "bootcfg", "dnsmasq", "web"]
+    assert {k: v.name for k, v in s.items()} == {k: f"kpcb-{k}" for k in s}
+    assert {k: v.image for k, v in s.items()} == {k: f"kpcbimg/{k}:latest" for k in s}
     assert all(v.restart == "unless-stopped" and v.health is not None for v in s.values())
 
 
@@ -126,11 +127,11 @@ def test_a_change_touches_only_the_services_it_concerns() -> None:
     # bootcfg reads the whole site config: every change restarts it, and only it here
     timeout = hashes("services: {prefix: kpcb, health_timeout: 99}\n", BASE.replace(
         "services: {prefix: kpcb}\n", ""))  # fmt: skip
-    assert {k for k in SERVICES if timeout[k] != before[k]} == {"bootcfg"}
+    assert {k for k in before if timeout[k] != before[k]} == {"bootcfg"}
     moved = hashes(base=BASE.replace("port: 5000", "port: 5001"))
-    assert {k for k in SERVICES if moved[k] != before[k]} == {"registry", "bootcfg"}
+    assert {k for k in before if moved[k] != before[k]} == {"registry", "bootcfg"}
     nic = hashes(base=BASE.replace("interface: eth1", "interface: eth2"))
-    assert {k for k in SERVICES if nic[k] != before[k]} == {"dnsmasq", "bootcfg"}
+    assert {k for k in before if nic[k] != before[k]} == {"dnsmasq", "bootcfg"}
 
 
 def test_select_services() -> None:
@@ -138,7 +139,36 @@ def test_select_services() -> None:
     assert select_services(["dnsmasq", "registry"]) == ["registry", "dnsmasq"]
     with pytest.raises(UsageError, match="no such service: dhcp") as info:
         select_services(["dhcp"])
-    assert info.value.hint == "kpc runs: registry, bootcfg, dnsmasq"
+    assert info.value.hint == "kpc runs: registry, bootcfg, dnsmasq, web"
+    enabled = ("registry", "bootcfg", "dnsmasq")
+    assert select_services([], enabled) == list(enabled)
+    with pytest.raises(UsageError, match="service web is not enabled") as off:
+        select_services(["web"], enabled)
+    assert off.value.hint is not None and "web.enabled: true" in off.value.hint
+
+
+WEB = """
+web: {enabled: true, port: 8070, password: {file: /etc/kpc/secrets/web-password}}
+paths: {log_dir: /var/log/kpc}
+"""
+
+
+def test_web_runs_when_enabled_with_its_secret_as_a_read_only_file() -> None:
+    w = specs(WEB)["web"]
+    assert w.image == "kpcbimg/bootcfg:latest"  # the image that holds kpc
+    assert w.command == ("--config", "/etc/kpc/kpc.yaml", "web")
+    assert w.network == "host" and w.ports == ()
+    volumes = {m.volume_arg() for m in w.mounts}
+    assert volumes == {
+        "/etc/kpc/kpc.yaml:/etc/kpc/kpc.yaml:ro",
+        "/var/lib/kpc/bootcfg:/var/lib/kpc/bootcfg:rw",
+        "/var/log/kpc:/var/log/kpc:ro",
+        "/etc/kpc/secrets/web-password:/etc/kpc/secrets/web-password:ro",
+    }
+    assert w.secret_env == ()  # no BMC password without actions
+    assert w.health is not None and "http://10.20.0.2:8070/healthz" in w.health.command
+    acting = specs(WEB.replace("enabled: true", "enabled: true, actions: true"))["web"]
+    assert acting.secret_env == ("KPC_BMC_PASSWORD",)
 
 
 def info(**overrides: Any) -> ContainerInfo:
