@@ -82,6 +82,13 @@ class StateError(KpcError):
     """The machine registry refused an operation (unknown machine, bad transition)."""
 
 
+class RegistryUnavailable(StateError):
+    """The registry cannot take a write now (busy, locked, disk full, read-only, slow):
+    nothing was changed; the same request may be retried later."""
+
+    retry_after = 5
+
+
 class BmcError(KpcError):
     """An IPMI operation failed (no answer, bad credentials, busy, unsupported)."""
 

@@ -10,7 +10,7 @@ from aiohttp.typedefs import Handler
 from appliance.bootcfg import boot, configs, files, machines
 from appliance.bootcfg.common import SERVICE, TEXT
 from appliance.bootcfg.service import Service
-from appliance.errors import StateError
+from appliance.errors import RegistryUnavailable, StateError
 
 log = logging.getLogger("kpc.bootcfg")
 
@@ -22,6 +22,14 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except web.HTTPException:
         raise
+    except RegistryUnavailable as exc:
+        log.warning("%s: machine registry unavailable: %s", request.path, exc.message)
+        return web.Response(
+            text=f"unavailable: {exc.message}; retry later\n",
+            status=503,
+            content_type=TEXT,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     except StateError as exc:
         log.error("%s: machine registry: %s", request.path, exc.message)
         return web.Response(text=f"error: {exc.message}\n", status=503, content_type=TEXT)
@@ -30,6 +38,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 def make_app(service: Service) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=service.max_body)
     app[SERVICE] = service
+
+    async def close_registry(app: web.Application) -> None:
+        service.close()
+
+    app.on_cleanup.append(close_registry)
     app.router.add_get("/", boot.home)
     app.router.add_get("/grub", boot.grub)
     app.router.add_get("/boot.ipxe", boot.bootstrap)

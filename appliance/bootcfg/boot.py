@@ -25,17 +25,19 @@ async def home(request: web.Request) -> web.Response:
 
 
 async def ipxe(request: web.Request) -> web.Response:
-    return _boot(request, server.IPXE, boot_script, LOCAL_BOOT)
+    return await _boot(request, server.IPXE, boot_script, LOCAL_BOOT)
 
 
 async def grub(request: web.Request) -> web.Response:
-    return _boot(request, server.GRUB, grub_script, GRUB_LOCAL_BOOT)
+    return await _boot(request, server.GRUB, grub_script, GRUB_LOCAL_BOOT)
 
 
-def _boot(
+async def _boot(
     request: web.Request, endpoint: str, script: Callable[[Boot], str], local: str
 ) -> web.Response:
-    verdict = server.serve(service(request), endpoint, labels_of(request), request.remote)
+    svc = service(request)
+    labels = labels_of(request)
+    verdict = await svc.registry(server.serve, svc, endpoint, labels, request.remote)
     decision = verdict.decision
     if decision.outcome is Outcome.LOCAL:
         return web.Response(text=local, content_type=TEXT)

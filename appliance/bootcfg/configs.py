@@ -51,14 +51,14 @@ class _Match(NamedTuple):
     profile: Profile | None
 
 
-def _match(
+async def _match(
     request: web.Request, endpoint: str, *, profile_needed: bool = True
 ) -> _Match | web.Response:
     """Record the request, match it, and answer 404/403 when nothing may be served.
     /metadata needs only a group (as in matchbox): ``profile_needed=False``."""
     svc = service(request)
     labels = labels_of(request)
-    verdict = server.serve(svc, endpoint, labels, request.remote)
+    verdict = await svc.registry(server.serve, svc, endpoint, labels, request.remote)
     decision = verdict.decision
     if decision.outcome is Outcome.NO_MATCH:
         if not profile_needed and decision.group is not None:
@@ -100,7 +100,7 @@ def _render_go(template: Template, m: _Match) -> str:
 
 
 async def ignition(request: web.Request) -> web.Response:
-    m = _match(request, server.IGNITION)
+    m = await _match(request, server.IGNITION)
     if isinstance(m, web.Response):
         return m
     assert m.profile is not None
@@ -132,7 +132,7 @@ async def ignition(request: web.Request) -> web.Response:
 
 
 async def generic(request: web.Request) -> web.Response:
-    m = _match(request, "generic")
+    m = await _match(request, "generic")
     if isinstance(m, web.Response):
         return m
     assert m.profile is not None
@@ -151,7 +151,7 @@ async def generic(request: web.Request) -> web.Response:
 
 
 async def metadata(request: web.Request) -> web.Response:
-    m = _match(request, "metadata", profile_needed=False)
+    m = await _match(request, "metadata", profile_needed=False)
     if isinstance(m, web.Response):
         return m
     return web.Response(text=metadata_env(m.group, m.labels), content_type=TEXT)

@@ -60,10 +60,16 @@ def _summary(machine: Machine) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    svc = service(request)
     try:
-        service(request).store.get("00:00:00:00:00:00")
+        await svc.registry(svc.store.check_writable)
     except StateError as exc:
-        return text(f"unhealthy: {exc.message}\n", 503)
+        return web.Response(
+            text=f"unhealthy: {exc.message}\n",
+            status=503,
+            content_type=TEXT,
+            headers={"Retry-After": "5"},
+        )
     detail = service(request).catalog.health()  # serving, but some files are broken
     return text("ok\n" + (f"{detail}\n" if detail else ""))
 
@@ -72,7 +78,8 @@ async def install_complete(request: web.Request) -> web.Response:
     _authorize(request)
     mac = _required_mac(request)
     await _body(request)  # may be empty; read (bounded) and ignored
-    machine = server.install_complete(service(request), mac, request.remote)
+    svc = service(request)
+    machine = await svc.registry(server.install_complete, svc, mac, request.remote)
     log.info("%s: install complete; boot mode is now local", mac)
     return _summary(machine)
 
@@ -92,5 +99,6 @@ async def checkin(request: web.Request) -> web.Response:
     except FactsError as exc:
         log.warning("%s from %s: facts refused: %s", mac, request.remote, exc)
         raise web.HTTPBadRequest(text=f"bad request: {exc}\n", content_type=TEXT) from None
-    machine = server.checkin(service(request), mac, facts, request.remote)
+    svc = service(request)
+    machine = await svc.registry(server.checkin, svc, mac, facts, request.remote)
     return _summary(machine)

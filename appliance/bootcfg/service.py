@@ -7,23 +7,30 @@ No module-level state: one ``Service`` per application.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import jinja2
 
 from appliance.bootcfg.catalog import Catalog, load_catalog, signature
 from appliance.bootcfg.context import make_environment
-from appliance.errors import ConfigError
+from appliance.errors import ConfigError, RegistryUnavailable
 from appliance.render.ignition import Renderer
 from appliance.state.store import MachineStore
 
 log = logging.getLogger("kpc.bootcfg")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+REGISTRY_DEADLINE = 3.0  # seconds a request waits for the registry before a 503
 
 
 class CatalogHolder:
@@ -93,7 +100,29 @@ class Service:
     clock: Callable[[], float] = time.time
     jinja: jinja2.Environment = field(default_factory=make_environment)
     renderer: Renderer = field(default_factory=Renderer)  # keeps compiled templates
+    registry_deadline: float = REGISTRY_DEADLINE
+    _registry: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="kpc-registry"),
+        repr=False,
+    )
 
     @property
     def catalog(self) -> Catalog:
         return self.catalogs.current()
+
+    async def registry(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn`` (registry work: blocking I/O) off the event loop, on the registry's one
+        thread, waiting at most ``registry_deadline`` seconds. Past the deadline the caller
+        gets ``RegistryUnavailable`` (a 503 with Retry-After); the loop never stalls."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._registry, functools.partial(fn, *args, **kwargs))
+        try:
+            return await asyncio.wait_for(future, self.registry_deadline)
+        except TimeoutError:
+            raise RegistryUnavailable(
+                f"the machine registry did not answer within {self.registry_deadline:g} s",
+                hint="it is busy or its disk is slow; the request can be retried",
+            ) from None
+
+    def close(self) -> None:
+        self._registry.shutdown(wait=True, cancel_futures=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -29,13 +30,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from appliance.config import MAC_RE, SiteConfig
-from appliance.errors import StateError
+from appliance.errors import RegistryUnavailable, StateError
 from appliance.state import rules
 from appliance.state.model import Bmc, BootMode, Event, EventKind, Machine, MachineState
 from appliance.state.store import MachineStore, Step, Transition
 
 SCHEMA_VERSION = 2
-BUSY_TIMEOUT_MS = 10_000
+BUSY_TIMEOUT_MS = 2_000  # short: a caller waiting on a lock answers "busy, retry" instead
+MIN_FREE_BYTES = 1 << 20  # below this the registry reports itself not writable
 EVENTS_PER_MACHINE = 500
 EVENTS_WITHOUT_MACHINE = 2000
 
@@ -189,7 +191,10 @@ class SqliteStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
-                str(path), isolation_level=None, check_same_thread=False, timeout=10.0
+                str(path),
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
             )
         except (OSError, sqlite3.Error) as exc:
             raise StateError(
@@ -202,7 +207,9 @@ class SqliteStore:
             mode = str(self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
             if mode.lower() != "wal":
                 raise StateError(f"the machine registry {path} cannot use WAL (journal: {mode})")
-            self._db.execute("PRAGMA synchronous = NORMAL")
+            # FULL: every commit is fsync'd before it returns, so an acknowledged
+            # install-complete survives power loss (NORMAL may lose the last commits)
+            self._db.execute("PRAGMA synchronous = FULL")
             version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
             if version > SCHEMA_VERSION:
                 raise StateError(
@@ -239,23 +246,65 @@ class SqliteStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; rolled back on any error."""
+        """One write transaction; rolled back on any error. A database that cannot take the
+        write (busy, locked, full, read-only, I/O error) raises ``RegistryUnavailable``."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                raise StateError(f"the machine registry {self.path} is busy: {exc}") from None
+                raise self._unavailable(exc) from None
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise self._unavailable(exc) from None
                 raise
-            else:
+            try:
                 self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._rollback()
+                raise self._unavailable(exc) from None
+
+    def _rollback(self) -> None:
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the transaction is gone either way; the write did not happen
+
+    def _unavailable(self, exc: sqlite3.Error) -> RegistryUnavailable:
+        return RegistryUnavailable(
+            f"the machine registry {self.path} cannot take writes now: {exc}",
+            hint="another process may hold its lock, or its file system is full or "
+            "read-only; nothing was changed, the request can be retried",
+        )
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:
-            return fn(self._db)
+            try:
+                return fn(self._db)
+            except sqlite3.OperationalError as exc:
+                raise self._unavailable(exc) from None
+
+    def check_writable(self) -> None:
+        """Raise ``RegistryUnavailable`` unless a write could be committed now: the write
+        lock can be taken and the file system has room."""
+        try:
+            free = os.statvfs(self.path.parent)
+        except OSError as exc:
+            raise RegistryUnavailable(f"the machine registry {self.path}: {exc}") from None
+        if free.f_bavail * free.f_frsize < MIN_FREE_BYTES:
+            raise RegistryUnavailable(
+                f"the file system of the machine registry {self.path} is full",
+                hint="free space there; nothing is lost, writes resume by themselves",
+            )
+        if free.f_flag & os.ST_RDONLY:
+            raise RegistryUnavailable(
+                f"the file system of the machine registry {self.path} is read-only"
+            )
+        with self._write():
+            pass
 
     def _row(self, db: sqlite3.Connection, mac: str) -> sqlite3.Row | None:
         row: sqlite3.Row | None = db.execute(
