@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.bootcfg.gotemplate import GoTemplate, GoTemplateError, has_actions, parse
-from appliance.bootcfg.labels import normalize_selector
+from appliance.bootcfg.labels import LabelError, normalize_selector, validate_label
 from appliance.errors import ConfigError
 
 SUBDIRS = ("groups", "profiles", "ignition", "generic")
@@ -283,7 +283,7 @@ def _load_profile(path: Path, problems: list[str], warnings: list[str]) -> Profi
     )
 
 
-def _load_group(path: Path, problems: list[str]) -> Group | None:
+def _load_group(path: Path, problems: list[str], warnings: list[str]) -> Group | None:
     data = _read_json(path, problems)
     if data is None:
         return None
@@ -304,6 +304,15 @@ def _load_group(path: Path, problems: list[str]) -> Group | None:
                 selector[str(key)] = normalize_selector(str(key), value)
             except ValueError as exc:
                 problems.append(f"{path}: selector.{key}: {exc}")
+                continue
+            try:
+                if value:
+                    validate_label(str(key), value)
+            except LabelError as exc:
+                warnings.append(
+                    f"{path}: selector.{key}: no request can match it: kpc refuses such a "
+                    f"label ({exc})"
+                )
     if not isinstance(metadata, dict):
         problems.append(f"{path}: metadata: expected an object")
     if len(problems) > before:
@@ -442,7 +451,7 @@ def load_catalog(data_dir: Path) -> Catalog:
     }
     for path in _files(data_dir / "groups", "*.json"):
         before = len(problems)
-        group = _load_group(path, problems)
+        group = _load_group(path, problems, warnings)
         if len(problems) > before:
             broken.append(path)
         if group is None:

@@ -6,12 +6,14 @@ The fixtures are this test's own; their shapes follow matchbox's examples/ and d
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.bootcfg.server import Server
+from tests.conftest import require_tool
 
 MAC = "52:54:00:89:d8:10"
 OTHER = "52:54:00:00:00:01"
@@ -55,6 +57,7 @@ FILES: dict[str, str] = {
         "ignition_id": "site/fcos.ign",
     }),
     "profiles/worker.json": json.dumps({"id": "worker", "ignition_id": "worker.yaml"}),
+    "profiles/etcd.json": json.dumps({"id": "etcd", "ignition_id": "etcd.json.tmpl"}),
     # groups/: no "id" (as docs/matchbox.md prints them), a default, selectors on os, mac,
     # arch (from /boot.ipxe's chain), an empty-valued selector, a missing profile, a broken
     # file and a directory of example groups (both skipped, the rest serves)
@@ -87,6 +90,9 @@ FILES: dict[str, str] = {
     "groups/ghost.json": json.dumps({"profile": "no-such-profile", "selector": {"os": "ghost"},
                                      "metadata": {"a": "b"}}),
     "groups/butane.json": json.dumps({"profile": "worker", "selector": {"os": "butane"}}),
+    "groups/etcd.json": json.dumps({"profile": "etcd", "selector": {"role": "etcd"},
+        "metadata": {"etcd_name": "etcd0", "peers": ["etcd0=http://10.0.0.10:2380",
+                     "etcd1=http://10.0.0.11:2380"], "port": 2379}}),
     "groups/broken.json": '{"profile": "flatcar", "selector": {"os": "installed"',
     "groups/examples/other.json": json.dumps({"profile": "flatcar"}),
     # ignition/: plain Ignition, a Go template, one in a subdirectory, a Butane file
@@ -100,6 +106,20 @@ FILES: dict[str, str] = {
   "storage": {"files": [{"path": "/etc/hostname", "mode": 420,
     "contents": {"source": "data:,{{.etcd_name}}"}}{{if index .request.query "foo"}},
     {"path": "/etc/foo", "contents": {"source": "data:,{{.request.query.foo}}"}}{{end}}]}
+}
+""",
+    # Ignition JSON written as a Go template (spec 3.3.0, what Debian's Ignition validates)
+    "ignition/etcd.json.tmpl": """{{/* an etcd member */ -}}
+{
+  "ignition": {"version": "3.3.0"},
+  "systemd": {"units": [{"name": "etcd-member.service", "enabled": true,
+    "contents": "[Service]\\nEnvironment=ETCD_NAME={{.etcd_name}}\\n
+    {{- /* continued */ -}} Environment=ETCD_INITIAL_CLUSTER=
+    {{- range $i, $p := .peers}}{{if $i}},{{end}}{{$p}}{{end}}\\nEnvironment=PORT={{.port}}\\n
+    {{- with index .request.query "mac"}}Environment=MAC={{.}}\\n{{end -}}
+    ExecStart=/usr/bin/etcd\\n[Install]\\nWantedBy=multi-user.target\\n"}]},
+  "storage": {"files": [{"path": "/etc/hostname", "mode": 420, "overwrite": true,
+    "contents": {"source": "data:,{{.etcd_name}}"}}]}
 }
 """,
     "ignition/worker.yaml": "variant: flatcar\nversion: 1.1.0\npasswd: {}\n",
@@ -262,6 +282,22 @@ def test_ignition_go_template_rendered_and_checked(mb: Server) -> None:
     # plain Ignition in a subdirectory, served as parsed
     arm = mb.get("/ignition?os=installed&arch=arm64")
     assert arm.status == 200 and arm.json() == {"ignition": {"version": "3.3.0"}}
+
+
+def test_rendered_ignition_passes_the_real_ignition_validate(mb: Server) -> None:
+    require_tool("ignition-validate")
+    reply = mb.get("/ignition?role=etcd&mac=52-54-00-00-00-07")
+    assert reply.status == 200, reply.text
+    config = reply.json()
+    unit = config["systemd"]["units"][0]["contents"]
+    assert "ETCD_INITIAL_CLUSTER=etcd0=http://10.0.0.10:2380,etcd1=http://10.0.0.11:2380\n" in unit
+    assert "PORT=2379\n" in unit and "MAC=52:54:00:00:00:07\n" in unit
+    proc = subprocess.run(
+        ["ignition-validate", "-"], input=reply.text, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # without the optional label the template still renders (index, not a field)
+    assert "MAC=" not in mb.get("/ignition?role=etcd").json()["systemd"]["units"][0]["contents"]
 
 
 def test_broken_files_are_reported_and_the_rest_serves(mb: Server) -> None:

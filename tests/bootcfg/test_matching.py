@@ -242,6 +242,14 @@ def test_initrd_with_ipxe_options_loads(data: DataDir) -> None:
     assert boot is not None and boot.initrd == ("--name main /assets/f/initramfs.img",)
 
 
+def test_a_selector_no_valid_request_can_carry_is_a_warning(data: DataDir) -> None:
+    data.profile("p")
+    data.group("g", "p", {"rack": "row 1"})
+    catalog = load_catalog(data.root)
+    assert len(catalog.groups) == 1
+    assert any("selector.rack: no request can match it" in w for w in catalog.warnings)
+
+
 def test_duplicate_group_ids_are_a_warning(data: DataDir) -> None:
     data.profile("p")
     data.group("g", "p", {"os": "a"}, file="one.json")
