@@ -43,7 +43,9 @@ def lab_install_profile(bootcfg_url: str) -> dict[str, object]:
         "boot": {
             "kernel": f"/assets/{ASSET_DIR}/vmlinuz",
             "initrd": [f"/assets/{ASSET_DIR}/initrd.gz"],
-            "args": install_args(bootcfg_url),
+            # a UEFI kernel's EFI stub finds its initrd by this name (bootcfg, like
+            # matchbox, adds nothing to a profile's arguments)
+            "args": ["initrd=initrd.gz", *install_args(bootcfg_url)],
         },
         "ignition_id": "install.ign.j2",
     }
