@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 
 from appliance.bootcfg.catalog import Group
-from appliance.bootcfg.gotemplate import go_string
+from appliance.bootcfg.gotemplate import StringMap, go_string
 from appliance.bootcfg.labels import Labels
 
 
@@ -31,7 +31,7 @@ def matchbox_variables(group: Group | None, labels: Labels) -> dict[str, Any]:
     if group is not None:
         data.update(group.metadata)
         data.update({key.lower(): value for key, value in group.selector.items()})
-    data["request"] = {"query": dict(labels.values), "raw_query": labels.raw_query}
+    data["request"] = {"query": StringMap(labels.values), "raw_query": labels.raw_query}
     return data
 
 

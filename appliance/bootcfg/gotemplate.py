@@ -47,6 +47,11 @@ class _Nil:
 NIL = _Nil()
 
 
+class StringMap(dict[str, str]):
+    """A Go ``map[string]string`` (matchbox's ``.request.query``): ``index`` of a missing
+    key gives the zero value ``""``, where a ``map[string]interface{}`` gives nil."""
+
+
 def go_float(value: float) -> str:
     """A float64 as Go's ``%v`` prints it (``strconv.FormatFloat(v, 'g', -1, 64)``): the
     shortest digits, in ``%e`` form when the decimal exponent is below -4 or at least 6
@@ -178,7 +183,7 @@ def _index(item: Any, *keys: Any) -> Any:
         if isinstance(item, Mapping):
             if not isinstance(key, str):
                 raise _FuncError(f"value has type {_type_name(key)}; should be string")
-            item = item.get(key, NIL)
+            item = item.get(key, "" if isinstance(item, StringMap) else NIL)
         elif isinstance(item, (list, tuple, str)):
             if isinstance(key, bool) or not isinstance(key, int):
                 raise _FuncError(f"cannot index slice/array with type {_type_name(key)}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from appliance.bootcfg.gotemplate import GoTemplateError, go_float, parse
+from appliance.bootcfg.gotemplate import GoTemplateError, StringMap, go_float, parse
 
 # The variables matchbox builds for /generic?mac=52-54-00-89-d8-10&foo=some-param&bar=b
 # against a group like docs/matchbox.md's node1 (metadata, selectors, request).
@@ -25,7 +25,7 @@ DATA: dict[str, Any] = {
     "nested": {"zone": {"name": "z1"}, "count": 2.0},
     "mac": "52:54:00:89:d8:10",
     "request": {
-        "query": {"mac": "52:54:00:89:d8:10", "foo": "some-param", "bar": "b", "os": ""},
+        "query": StringMap(mac="52:54:00:89:d8:10", foo="some-param", bar="b", os=""),
         "raw_query": "mac=52-54-00-89-d8-10&foo=some-param&bar=b&os=",
     },
 }
@@ -72,7 +72,9 @@ DATA: dict[str, Any] = {
         ("{{with .empty}}x{{else}}empty{{end}}", "empty"),
         # index, len, slice
         ('{{index .request.query "foo"}}', "some-param"),
-        ('{{index .request.query "absent"}}', "<no value>"),  # index ignores missingkey
+        # index ignores missingkey: the zero value of the map's element type
+        ('{{index .request.query "absent"}}', ""),  # map[string]string
+        ('{{index .nested "absent"}}', "<no value>"),  # map[string]interface{}
         ("{{index .keys 1}}", "ssh-ed25519 BBB b"),
         ('{{index .nested "zone" "name"}}', "z1"),
         ("{{len .keys}} {{len .mac}} {{len .request.query}}", "2 17 4"),
