@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -202,6 +203,7 @@ def install_host(
         address=address,
         os_root=os_root,
         work_dir=work_dir,
+        executable=Path(sys.executable) if getattr(sys, "frozen", False) else None,
     )
     with _signals_interrupt():
         outcome = flow.run(request, CliUi(c))

@@ -36,11 +36,13 @@ from appliance.install.address import HostAddress, choose_address, host_addresse
 from appliance.install.disks import BlockDevice
 from appliance.install.installer import installer_argv
 from appliance.install.newroot import (
+    INSTALLED_EXECUTABLE,
     KPC_DIR,
     ROOT_LABEL,
     CopyItem,
     copy_into,
     find_root_partition,
+    install_executable,
     mounted,
 )
 from appliance.install.osrelease import OsRelease, TargetOs, detect_os, resolve_target
@@ -112,6 +114,9 @@ class Request:
     os_root: Path = Path("/")
     work_dir: Path = DEFAULT_WORK_DIR
     root_label: str = ROOT_LABEL
+    # kpc's own self-contained executable (scripts/build-binary), copied to /opt/bin/kpc on
+    # the new root so the installed host can run kpc; None when kpc runs from Python
+    executable: Path | None = None
 
 
 @dataclass
@@ -381,6 +386,8 @@ def install(req: Request, ui: Ui, prepared: Prepared, device: BlockDevice) -> Ou
             ui.step(f"Copying kpc's files to /etc/kpc on {root_part}")
             with mounted(root_part, req.work_dir / MOUNT_DIR) as root:
                 outcome.copied = copy_into(root, prepared.copy_items)
+                if req.executable is not None:
+                    outcome.copied.append(install_executable(root, req.executable))
             for path in outcome.copied:
                 ui.detail(f"/{path}")
     except KeyboardInterrupt:
@@ -411,6 +418,8 @@ def _report_dry_run(
     )
     for item in prepared.copy_items:
         ui.detail(f"would copy {item.source} to /etc/kpc/{item.name}")
+    if req.executable is not None:
+        ui.detail(f"would copy {req.executable} to /{INSTALLED_EXECUTABLE}")
     ui.detail(f"would unmount it and remove {req.work_dir}")
 
 

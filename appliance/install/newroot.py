@@ -20,6 +20,8 @@ from appliance.install.disks import BlockDevice, parse_lsblk
 ROOT_LABEL = "ROOT"
 KPC_DIR = Path("etc/kpc")
 PARTITION_WAIT = 30.0
+SETTLED_GRACE = 2.0  # seconds to wait on once the partitions are visible
+INSTALLED_EXECUTABLE = Path("opt/bin/kpc")  # Flatcar's place for added programs (in PATH)
 
 
 class NewRootError(KpcError):
@@ -56,12 +58,17 @@ def find_root_partition(
     seen: list[str] = []
     while True:
         seen = []
-        for part in partitions(device):
+        nodes = partitions(device)
+        for part in nodes:
             probe = blockdev.blkid_probe(part.path) if blockdev.is_block_device(part.path) else {}
             found = part.label or probe.get("LABEL")
             seen.append(f"{part.name}={found or '-'}")
             if found == label:
                 return part.path
+        if nodes and all(blockdev.is_block_device(part.path) for part in nodes):
+            # every partition was read from the disk itself (blkid -p): waiting more for
+            # udev cannot change a label; allow one grace period for late partitions only
+            deadline = min(deadline, time.monotonic() + SETTLED_GRACE)
         if time.monotonic() >= deadline:
             break
         time.sleep(0.2)
@@ -120,3 +127,19 @@ def copy_into(root: Path, items: Sequence[CopyItem]) -> list[Path]:
             hint="is the new root filesystem full or read-only?",
         ) from None
     return written
+
+
+def install_executable(root: Path, executable: Path) -> Path:
+    """Copy kpc's self-contained executable to ``root/opt/bin/kpc`` (mode 0755)."""
+    dest = root / INSTALLED_EXECUTABLE
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(executable, dest)
+        dest.chmod(0o755)
+    except OSError as exc:
+        raise NewRootError(
+            f"cannot copy kpc itself to the new system: {exc.filename or dest}: {exc.strerror}",
+            hint=f"kpc's files are in /etc/kpc; after rebooting, copy {executable.name} to "
+            f"/{INSTALLED_EXECUTABLE} by hand",
+        ) from None
+    return INSTALLED_EXECUTABLE

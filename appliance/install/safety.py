@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from appliance.install.disks import BlockDevice, find
+from appliance.install.disks import BlockDevice, find, human_size
 
+# Flatcar's disk image is about 8.5 GB once written (its ROOT partition grows to fill the
+# disk on first boot); flatcar-install on a smaller disk fails half-way, after wiping it.
+MIN_DISK_SIZE = 8 << 30
 INSTALLABLE_TYPES = frozenset({"disk", "loop"})
 LIVE_MEDIA_FSTYPES = frozenset({"iso9660", "udf"})
 MOUNTED_PREFIX = "has a mounted filesystem"
@@ -72,6 +75,11 @@ def check_device(
         refusals.append(f"is {word}, not a disk")
     if device.size <= 0:
         refusals.append("has no medium (size 0)")
+    elif device.size < MIN_DISK_SIZE and not device.is_partition:
+        refusals.append(
+            f"is too small ({_exact_size(device.size)}): Flatcar needs a disk of at least "
+            f"{MIN_DISK_SIZE >> 30} GiB"
+        )
     if device.ro:
         refusals.append("is read-only")
     if device.rm and not allow_removable:
@@ -93,6 +101,12 @@ def check_device(
                 "it looks like live boot media"
             )
     return Verdict(name, device, _collapse_mounts(list(dict.fromkeys(refusals))))
+
+
+def _exact_size(size: int) -> str:
+    """lsblk's rounded size, or bytes when rounding would make it read like the limit."""
+    shown = human_size(size)
+    return f"{size} bytes" if shown == human_size(MIN_DISK_SIZE) else shown
 
 
 def _collapse_mounts(refusals: list[str]) -> tuple[str, ...]:

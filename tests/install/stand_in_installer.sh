@@ -5,6 +5,8 @@
 #   ok    partition DEV (GPT: EFI-SYSTEM, ROOT) and make ext4 labelled ROOT on the 2nd
 #   fail  print an error and exit 3 without writing
 #   hang  touch RECORD_DIR/started and wait to be killed (for interruption tests)
+#   noroot     like ok, but the filesystem is labelled OEM: no ROOT partition
+#   readonly   like ok, but the ROOT filesystem cannot be mounted read-write
 set -euo pipefail
 record=$1 mode=$2
 shift 2
@@ -45,5 +47,8 @@ for _ in $(seq 200); do
   [ -b "${part}2" ] && break
   sleep 0.05
 done
-mkfs.ext4 -q -F -L ROOT "${part}2"
+label=ROOT
+[ "$mode" = noroot ] && label=OEM
+mkfs.ext4 -q -F -L "$label" "${part}2"
+[ "$mode" = readonly ] && tune2fs -O read-only "${part}2" >/dev/null
 echo "stand-in installer: done"

@@ -101,7 +101,8 @@ HOST = lsblk(
     dev("sdi", "8:128", ro=True),
     dev("loop0", "7:0", "loop", 300 << 20, mountpoints=["/usr"]),
     dev("loop1", "7:1", "loop", 100 * GiB, mountpoints=["/mnt/raw"]),
-    dev("loop2", "7:2", "loop", 2 * GiB),
+    dev("loop2", "7:2", "loop", 20 * GiB),
+    dev("sdj", "8:144", size=8 * GiB - 512, model="Small disk"),
 )
 
 HOST_MOUNTS = mountinfo(
@@ -197,7 +198,18 @@ def test_a_disk_used_raw_by_a_mounted_loop_device(host: Any) -> None:
 def test_a_loop_device_backed_by_a_file_on_the_root_disk_is_itself_safe(host: Any) -> None:
     # writing loop2 writes a file on the root disk: harmless; the root disk is not loop2's
     assert refusals(host, "loop2") == ()
-    assert refusals(host, "loop0") == ("holds the running system (/usr is mounted from loop0)",)
+    assert refusals(host, "loop0") == (
+        "is too small (300.0M): Flatcar needs a disk of at least 8 GiB",
+        "holds the running system (/usr is mounted from loop0)",
+    )
+
+
+def test_a_disk_smaller_than_flatcar_needs_is_refused(host: Any) -> None:
+    # Flatcar's image does not fit below 8 GiB: flatcar-install would wipe it, then fail
+    assert refusals(host, "sdj") == (
+        "is too small (8589934080 bytes): Flatcar needs a disk of at least 8 GiB",
+    )
+    assert refusals(host, "sdb", allow_removable=True)[0].startswith("carries an iso9660")
 
 
 def test_overlay_directories_are_followed(host: Any) -> None:

@@ -29,7 +29,7 @@ from tests.conftest import REPO, missing, require_root, require_tool, wait_for
 HERE = Path(__file__).parent
 STAND_IN = HERE / "stand_in_installer.sh"
 OS_TREE = HERE / "fixtures" / "os" / "flatcar-beta"
-DISK_SIZE = 64 << 20
+DISK_SIZE = 8 << 30  # sparse; Flatcar's minimum (smaller disks are refused)
 
 
 @dataclass
@@ -42,10 +42,22 @@ class Loop:
         return self.device.removeprefix("/dev/")
 
     def digest(self) -> str:
+        """A hash of the content: the data extents and where they are (holes read as zeros)."""
         h = hashlib.sha256()
         with self.image.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+            fd, end, offset = f.fileno(), os.fstat(f.fileno()).st_size, 0
+            while offset < end:
+                try:
+                    offset = os.lseek(fd, offset, os.SEEK_DATA)
+                except OSError:  # ENXIO: only a hole is left
+                    break
+                stop = os.lseek(fd, offset, os.SEEK_HOLE)
+                h.update(f"{offset}:".encode())
+                f.seek(offset)
+                while offset < stop:
+                    chunk = f.read(min(1 << 20, stop - offset))
+                    h.update(chunk)
+                    offset += len(chunk)
         return h.hexdigest()
 
 
@@ -71,10 +83,10 @@ def loops(tmp_path: Path) -> Iterator[Callable[..., Loop]]:
     require_tool("losetup", "sfdisk", "mkfs.ext4", "blkid", "lsblk", "mount", "umount")
     made: list[Loop] = []
 
-    def make(read_only: bool = False) -> Loop:
+    def make(read_only: bool = False, size: int = DISK_SIZE) -> Loop:
         image = tmp_path / f"disk{len(made)}.img"
         with image.open("wb") as f:
-            f.truncate(DISK_SIZE)
+            f.truncate(size)
         argv = ["losetup", "--find", "--show", "--partscan"]
         if read_only:
             argv.append("--read-only")
@@ -481,3 +493,116 @@ def test_no_ssh_key_is_an_error(site: dict[str, Path]) -> None:
     code, out = _invoke(site, *_args(site, "ok", "--dry-run", "--device", "/dev/null"))
     assert code == 1, out
     assert "no SSH public keys found: nobody could log in to the installed deploy host" in out
+
+
+def _request(site: dict[str, Path], device: str, mode: str = "ok", **extra: Any) -> flow.Request:
+    return flow.Request(
+        config_path=site["config"],
+        installer=(str(STAND_IN), str(site["record"]), mode),
+        authorized_keys=site["home"] / ".ssh" / "authorized_keys",
+        device=device,
+        os_root=OS_TREE,
+        work_dir=site["work"],
+        **extra,
+    )
+
+
+def test_a_disk_swapped_for_another_after_the_confirmation_is_refused(
+    loops: Callable[..., Loop], site: dict[str, Path], tmp_path: Path
+) -> None:
+    # The operator confirmed loopN (8 GiB); meanwhile loopN is re-attached to another image,
+    # as when a hot-swap bay is reused: same device name, different disk.
+    loop = loops()
+    other = tmp_path / "other.img"
+    with other.open("wb") as f:
+        f.truncate(DISK_SIZE + (1 << 30))
+
+    def swap() -> None:
+        _sh("losetup", "--detach", loop.device)
+        _sh("losetup", "--partscan", loop.device, str(other))
+
+    try:
+        with pytest.raises(flow.UnsafeDevice) as info:
+            flow.run(_request(site, loop.device), ScriptedUi(swap))
+    finally:
+        _sh("losetup", "--detach", loop.device, check=False)
+        _sh("losetup", loop.device, str(loop.image))  # the fixture detaches its own image
+    assert info.value.message == (
+        f"refusing to install to {loop.device}: "
+        "is no longer the disk that was chosen (size, model or serial)"
+    )
+    assert "nothing was written" in (info.value.hint or "")
+    assert not (site["record"] / "argv").exists(), "the installer ran"
+    assert other.stat().st_blocks == 0, "the replacement disk was written"
+    _nothing_left(site, loop)
+
+
+def test_a_disk_that_disappears_after_the_confirmation_is_refused(
+    loops: Callable[..., Loop], site: dict[str, Path]
+) -> None:
+    loop = loops()
+    ui = ScriptedUi(lambda: _sh("losetup", "--detach", loop.device) and None)
+    try:
+        with pytest.raises(flow.UnsafeDevice) as info:
+            flow.run(_request(site, loop.device), ui)
+    finally:
+        _sh("losetup", loop.device, str(loop.image), check=False)
+    assert f"refusing to install to {loop.device}: " in info.value.message
+    assert not (site["record"] / "argv").exists(), "the installer ran"
+
+
+def test_a_disk_too_small_for_flatcar_is_refused(
+    loops: Callable[..., Loop], site: dict[str, Path]
+) -> None:
+    loop = loops(size=4 << 30)
+    out = _refused(site, loop.device, loop)
+    assert "is too small (4.0G): Flatcar needs a disk of at least 8 GiB" in out
+
+
+def test_installer_success_without_a_root_partition_says_what_it_found(
+    loops: Callable[..., Loop], site: dict[str, Path]
+) -> None:
+    loop = loops()
+    code, out = _invoke(site, *_args(site, "noroot", "--device", loop.device, "--yes"))
+    assert code == 1, out
+    assert "stand-in installer: done" in out
+    assert (
+        f"no partition labelled ROOT on {loop.device} after the installer finished "
+        f"({loop.name}p1=-, {loop.name}p2=OEM)" in out
+    )
+    assert "kpc's files are not on it" in out
+    _nothing_left(site, loop)
+
+
+def test_a_root_filesystem_that_cannot_be_written_is_reported_and_unmounted(
+    loops: Callable[..., Loop], site: dict[str, Path]
+) -> None:
+    require_tool("tune2fs")
+    loop = loops()
+    code, out = _invoke(site, *_args(site, "readonly", "--device", loop.device, "--yes"))
+    assert code == 1, out
+    assert "cannot copy kpc's files to the new system: " in out
+    assert "Read-only file system" in out
+    assert "is the new root filesystem full or read-only?" in out
+    _nothing_left(site, loop)
+
+
+def test_kpcs_own_executable_is_installed_to_opt_bin(
+    loops: Callable[..., Loop], site: dict[str, Path], tmp_path: Path
+) -> None:
+    loop = loops()
+    executable = tmp_path / "kpc-x86_64"
+    executable.write_bytes(b"#!/bin/sh\necho kpc stand-in\n")
+    request = _request(site, loop.device, executable=executable, yes=True)
+    outcome = flow.run(request, ScriptedUi(lambda: None))
+    assert Path("opt/bin/kpc") in outcome.copied
+    _nothing_left(site, loop)
+    check = tmp_path / "check"
+    check.mkdir()
+    _sh("mount", "-o", "ro", f"{loop.device}p2", str(check))
+    try:
+        installed = check / "opt" / "bin" / "kpc"
+        assert installed.read_bytes() == executable.read_bytes()
+        assert installed.stat().st_mode & 0o777 == 0o755
+    finally:
+        _sh("umount", str(check))
