@@ -61,6 +61,14 @@ def _devnum(number: int) -> str:
     return f"{os.major(number)}:{os.minor(number)}"
 
 
+def filesystem_device(path: Path) -> str | None:
+    """``major:minor`` of the filesystem holding ``path`` (None if it cannot be read)."""
+    try:
+        return _devnum(os.stat(path).st_dev)
+    except OSError:
+        return None
+
+
 def loop_backings(sys: Path = Path("/sys")) -> dict[str, tuple[str, str | None, str | None]]:
     """For each attached loop device: (backing file, st_dev of its filesystem, st_rdev if the
     backing file is a block device). The numbers are ``major:minor`` strings."""

@@ -144,8 +144,14 @@ def devices_in_use(
     mounts: list[Mount],
     swaps: list[str],
     loops: Mapping[str, LoopBacking],
+    root_dev: str | None = None,
 ) -> dict[str, list[str]]:
-    """For every device (kname) that must not be erased, the reasons why."""
+    """For every device (kname) that must not be erased, the reasons why.
+
+    ``root_dev`` is the ``major:minor`` of the filesystem holding this process's ``/``. It
+    matters when no mount explains it: in a chroot the kernel's mountinfo leaves out every
+    mount above the new root, so the disk the chroot lives on would otherwise look free.
+    """
     index = _Index(devices)
     reasons: dict[str, list[str]] = {}
 
@@ -184,6 +190,16 @@ def devices_in_use(
 
     for mount in mounts:
         mark_mount(mount, mount, 0)
+    root_kname = index.lookup(root_dev, None)
+    if root_kname is not None and not any(
+        m.mountpoint == "/" and index.lookup(m.maj_min, m.source) == root_kname for m in mounts
+    ):
+        mark(
+            root_kname,
+            f"holds the running system (this process's / is on {root_kname}, though no "
+            "mount says so: kpc runs in a chroot or container)",
+            0,
+        )
     for path in swaps:
         kname = index.lookup(None, path)
         if kname is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from appliance.drivers import blockdev
 from appliance.install.disks import BlockDevice, parse_lsblk, with_probes
@@ -40,5 +41,6 @@ def survey() -> Survey:
         parse_mountinfo(blockdev.mountinfo()),
         parse_swaps(blockdev.swaps()),
         loops,
+        root_dev=blockdev.filesystem_device(Path("/")),
     )
     return Survey(devices, in_use)

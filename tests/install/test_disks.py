@@ -352,3 +352,25 @@ def test_this_hosts_real_lsblk_output_parses() -> None:
     devices = parse_lsblk(out)
     assert devices, "lsblk listed no block devices"
     assert all(d.size >= 0 and d.path.startswith("/dev/") for d in devices)
+
+
+def test_the_disk_under_a_chroot_is_refused_though_no_mount_shows_it() -> None:
+    # In a chroot the kernel's mountinfo leaves out the mounts above the new root: only the
+    # filesystem of / itself (its device number) tells that vda1 holds the running system.
+    devices = parse_lsblk(
+        lsblk(dev("vda", "254:0", children=[dev("vda1", "254:1", "part")]), dev("vdb", "254:16"))
+    )
+    in_use = devices_in_use(devices, [], [], {}, root_dev="254:1")
+    assert check_device(devices, "vda", in_use).refusals == (
+        "holds the running system (this process's / is on vda1, though no mount says so: "
+        "kpc runs in a chroot or container)",
+    )
+    assert check_device(devices, "vdb", in_use).safe
+    # on a normal host the mount of / already says it, once
+    mounts = parse_mountinfo(mountinfo(("254:1", "/", "ext4", "/dev/vda1")))
+    in_use = devices_in_use(devices, mounts, [], {}, root_dev="254:1")
+    assert check_device(devices, "vda", in_use).refusals == (
+        "holds the running system (/ is mounted from vda1)",
+    )
+    # a root on tmpfs (a live Flatcar) has an anonymous device number: nothing is marked
+    assert devices_in_use(devices, [], [], {}, root_dev="0:23") == {}

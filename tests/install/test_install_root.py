@@ -6,15 +6,13 @@ labelled ROOT, so finding, mounting and copying onto the new root runs for real.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,81 +23,11 @@ from appliance.cli.main import app
 from appliance.config import parse_config
 from appliance.install import flow
 from tests.conftest import REPO, missing, require_root, require_tool, wait_for
+from tests.install.conftest import DISK_SIZE, Loop, mounts_of, sh
 
 HERE = Path(__file__).parent
 STAND_IN = HERE / "stand_in_installer.sh"
 OS_TREE = HERE / "fixtures" / "os" / "flatcar-beta"
-DISK_SIZE = 8 << 30  # sparse; Flatcar's minimum (smaller disks are refused)
-
-
-@dataclass
-class Loop:
-    device: str
-    image: Path
-
-    @property
-    def name(self) -> str:
-        return self.device.removeprefix("/dev/")
-
-    def digest(self) -> str:
-        """A hash of the content: the data extents and where they are (holes read as zeros)."""
-        h = hashlib.sha256()
-        with self.image.open("rb") as f:
-            fd, end, offset = f.fileno(), os.fstat(f.fileno()).st_size, 0
-            while offset < end:
-                try:
-                    offset = os.lseek(fd, offset, os.SEEK_DATA)
-                except OSError:  # ENXIO: only a hole is left
-                    break
-                stop = os.lseek(fd, offset, os.SEEK_HOLE)
-                h.update(f"{offset}:".encode())
-                f.seek(offset)
-                while offset < stop:
-                    chunk = f.read(min(1 << 20, stop - offset))
-                    h.update(chunk)
-                    offset += len(chunk)
-        return h.hexdigest()
-
-
-def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=check)
-
-
-def _mounts_of(prefix: str) -> list[str]:
-    """Mount points whose source or target starts with ``prefix``."""
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        dash = fields.index("-")
-        if fields[4].startswith(prefix) or fields[dash + 2].startswith(prefix):
-            found.append(fields[4])
-    return found
-
-
-@pytest.fixture
-def loops(tmp_path: Path) -> Iterator[Callable[..., Loop]]:
-    """Factory for file-backed loop devices; all unmounted and detached afterwards."""
-    require_root()
-    require_tool("losetup", "sfdisk", "mkfs.ext4", "blkid", "lsblk", "mount", "umount")
-    made: list[Loop] = []
-
-    def make(read_only: bool = False, size: int = DISK_SIZE) -> Loop:
-        image = tmp_path / f"disk{len(made)}.img"
-        with image.open("wb") as f:
-            f.truncate(size)
-        argv = ["losetup", "--find", "--show", "--partscan"]
-        if read_only:
-            argv.append("--read-only")
-        device = _sh(*argv, str(image)).stdout.strip()
-        loop = Loop(device, image)
-        made.append(loop)
-        return loop
-
-    yield make
-    for loop in made:
-        for point in reversed(_mounts_of(loop.device)):
-            _sh("umount", "--lazy", point, check=False)
-        _sh("losetup", "--detach", loop.device, check=False)
 
 
 @pytest.fixture
@@ -120,7 +48,7 @@ def site(tmp_path: Path) -> dict[str, Path]:
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     key = home / ".ssh" / "id_ed25519"
-    _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "operator@kpcE", "-f", str(key))
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "operator@kpcE", "-f", str(key))
     shutil.copy(key.with_suffix(".pub"), home / ".ssh" / "authorized_keys")
     record = tmp_path / "record"
     record.mkdir()
@@ -156,8 +84,8 @@ def _invoke(site: dict[str, Path], *args: str, input: str | None = None) -> tupl
 
 
 def _nothing_left(site: dict[str, Path], loop: Loop) -> None:
-    assert _mounts_of(loop.device) == []
-    assert _mounts_of(str(site["work"].parent)) == []
+    assert mounts_of(loop.device) == []
+    assert mounts_of(str(site["work"].parent)) == []
     assert not site["work"].exists(), f"work directory {site['work']} was left behind"
 
 
@@ -180,10 +108,10 @@ def test_interactive_install_copies_kpc_files_onto_the_new_root(
 
     # Look at the new root ourselves.
     part = f"{loop.device}p2"
-    assert _sh("blkid", "-p", "-s", "LABEL", "-o", "value", part).stdout.strip() == "ROOT"
+    assert sh("blkid", "-p", "-s", "LABEL", "-o", "value", part).stdout.strip() == "ROOT"
     check = tmp_path / "check"
     check.mkdir()
-    _sh("mount", "-o", "ro", part, str(check))
+    sh("mount", "-o", "ro", part, str(check))
     try:
         kpc = check / "etc" / "kpc"
         assert (kpc / "kpc.yaml").read_text() == site["config"].read_text()
@@ -191,7 +119,7 @@ def test_interactive_install_copies_kpc_files_onto_the_new_root(
         for kind in ("containers", "kolla", "compose"):
             assert (kpc / kind / "sub" / f"{kind}.txt").read_text() == f"{kind} definition\n"
     finally:
-        _sh("umount", str(check))
+        sh("umount", str(check))
 
 
 def test_dry_run_prints_the_exact_command_and_writes_nothing(
@@ -258,7 +186,7 @@ def test_refuses_a_partition(loops: Callable[..., Loop], site: dict[str, Path]) 
     subprocess.run(
         ["sfdisk", "--quiet", loop.device], input="label: gpt\n,,L\n", text=True, check=True
     )
-    _sh("partprobe", loop.device)
+    sh("partprobe", loop.device)
     wait_for(lambda: Path(f"{loop.device}p1").exists(), 10, f"{loop.device}p1 to appear")
     out = _refused(site, f"{loop.device}p1", loop)
     assert f"is a partition of /dev/{loop.name}; kpc installs to a whole disk" in out
@@ -268,10 +196,10 @@ def test_refuses_a_mounted_device(
     loops: Callable[..., Loop], site: dict[str, Path], tmp_path: Path
 ) -> None:
     loop = loops()
-    _sh("mkfs.ext4", "-q", "-F", loop.device)
+    sh("mkfs.ext4", "-q", "-F", loop.device)
     point = tmp_path / "busy"
     point.mkdir()
-    _sh("mount", "-o", "ro,noload", loop.device, str(point))  # read-only: the digest holds
+    sh("mount", "-o", "ro,noload", loop.device, str(point))  # read-only: the digest holds
     try:
         before = loop.digest()
         code, out = _invoke(site, *_args(site, "fail", "--device", loop.device, "--yes"))
@@ -279,7 +207,7 @@ def test_refuses_a_mounted_device(
         assert f"has a mounted filesystem ({loop.name} on {point})" in out
         assert not (site["record"] / "argv").exists()
     finally:
-        _sh("umount", str(point))
+        sh("umount", str(point))
     assert loop.digest() == before
 
 
@@ -291,9 +219,9 @@ def test_refuses_a_read_only_device(loops: Callable[..., Loop], site: dict[str, 
 
 def test_refuses_the_device_of_root(site: dict[str, Path]) -> None:
     require_root()
-    source = _sh("findmnt", "-n", "-o", "SOURCE", "--target", "/").stdout.strip()
+    source = sh("findmnt", "-n", "-o", "SOURCE", "--target", "/").stdout.strip()
     assert source.startswith("/dev/"), f"/ is not on a block device here ({source})"
-    disk = _sh("lsblk", "-n", "-d", "-o", "PKNAME", source).stdout.strip()
+    disk = sh("lsblk", "-n", "-d", "-o", "PKNAME", source).stdout.strip()
     device = f"/dev/{disk}" if disk else source
     out = _refused(site, device)
     assert "holds the running system (/ is mounted from" in out
@@ -388,13 +316,13 @@ def test_without_a_site_config_one_is_written_for_the_ssh_address(
 
     check = tmp_path / "check"
     check.mkdir()
-    _sh("mount", "-o", "ro", f"{loop.device}p2", str(check))
+    sh("mount", "-o", "ro", f"{loop.device}p2", str(check))
     try:
         kpc = check / "etc" / "kpc"
         assert (kpc / "kpc.yaml").read_text() == config.read_text()
         assert (kpc / "kolla" / "README").read_text() == "kolla\n"
     finally:
-        _sh("umount", str(check))
+        sh("umount", str(check))
 
 
 def test_dry_run_without_config_asks_for_the_address_and_writes_nothing(
@@ -447,10 +375,10 @@ def test_the_disk_is_judged_again_after_the_confirmation(
     loops: Callable[..., Loop], site: dict[str, Path], tmp_path: Path
 ) -> None:
     loop = loops()
-    _sh("mkfs.ext4", "-q", "-F", loop.device)
+    sh("mkfs.ext4", "-q", "-F", loop.device)
     point = tmp_path / "late"
     point.mkdir()
-    ui = ScriptedUi(lambda: _sh("mount", "-o", "ro,noload", loop.device, str(point)) and None)
+    ui = ScriptedUi(lambda: sh("mount", "-o", "ro,noload", loop.device, str(point)) and None)
     request = flow.Request(
         config_path=site["config"],
         installer=(str(STAND_IN), str(site["record"]), "ok"),
@@ -463,7 +391,7 @@ def test_the_disk_is_judged_again_after_the_confirmation(
         with pytest.raises(flow.UnsafeDevice) as info:
             flow.run(request, ui)
     finally:
-        _sh("umount", str(point), check=False)
+        sh("umount", str(point), check=False)
     assert f"has a mounted filesystem ({loop.name} on {point})" in info.value.message
     assert "the device changed since it was chosen" in (info.value.hint or "")
     assert not (site["record"] / "argv").exists()
@@ -518,15 +446,15 @@ def test_a_disk_swapped_for_another_after_the_confirmation_is_refused(
         f.truncate(DISK_SIZE + (1 << 30))
 
     def swap() -> None:
-        _sh("losetup", "--detach", loop.device)
-        _sh("losetup", "--partscan", loop.device, str(other))
+        sh("losetup", "--detach", loop.device)
+        sh("losetup", "--partscan", loop.device, str(other))
 
     try:
         with pytest.raises(flow.UnsafeDevice) as info:
             flow.run(_request(site, loop.device), ScriptedUi(swap))
     finally:
-        _sh("losetup", "--detach", loop.device, check=False)
-        _sh("losetup", loop.device, str(loop.image))  # the fixture detaches its own image
+        sh("losetup", "--detach", loop.device, check=False)
+        sh("losetup", loop.device, str(loop.image))  # the fixture detaches its own image
     assert info.value.message == (
         f"refusing to install to {loop.device}: "
         "is no longer the disk that was chosen (size, model or serial)"
@@ -541,12 +469,12 @@ def test_a_disk_that_disappears_after_the_confirmation_is_refused(
     loops: Callable[..., Loop], site: dict[str, Path]
 ) -> None:
     loop = loops()
-    ui = ScriptedUi(lambda: _sh("losetup", "--detach", loop.device) and None)
+    ui = ScriptedUi(lambda: sh("losetup", "--detach", loop.device) and None)
     try:
         with pytest.raises(flow.UnsafeDevice) as info:
             flow.run(_request(site, loop.device), ui)
     finally:
-        _sh("losetup", loop.device, str(loop.image), check=False)
+        sh("losetup", loop.device, str(loop.image), check=False)
     assert f"refusing to install to {loop.device}: " in info.value.message
     assert not (site["record"] / "argv").exists(), "the installer ran"
 
@@ -599,10 +527,10 @@ def test_kpcs_own_executable_is_installed_to_opt_bin(
     _nothing_left(site, loop)
     check = tmp_path / "check"
     check.mkdir()
-    _sh("mount", "-o", "ro", f"{loop.device}p2", str(check))
+    sh("mount", "-o", "ro", f"{loop.device}p2", str(check))
     try:
         installed = check / "opt" / "bin" / "kpc"
         assert installed.read_bytes() == executable.read_bytes()
         assert installed.stat().st_mode & 0o777 == 0o755
     finally:
-        _sh("umount", str(check))
+        sh("umount", str(check))
