@@ -490,10 +490,15 @@ def load_catalog(data_dir: Path) -> Catalog:
         name: load_template(path, generic=True, name=name)
         for name, path in _tree(data_dir / "generic").items()
     }
+    used = {p.ignition_id for p in profiles.values()} | {p.generic_id for p in profiles.values()}
     for template in [*ignition.values(), *generic.values()]:
-        if template.problem:
+        if not template.problem:
+            continue
+        if template.name in used:
             problems.append(template.problem)
             broken.append(template.path)
+        else:  # e.g. a Butane source kept beside the .ign it was transpiled to
+            warnings.append(f"not served (no profile uses it): {template.problem}")
     for profile in profiles.values():
         if profile.ignition_id and profile.ignition_id not in ignition:
             warnings.append(

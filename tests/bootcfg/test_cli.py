@@ -214,13 +214,14 @@ def test_check_names_each_broken_file_and_exits_nonzero(tmp_path: Path) -> None:
     for sub in ("groups", "profiles", "ignition"):
         (data / sub).mkdir(parents=True)
     (data / "profiles" / "p.json").write_text('{"id": "p", "ignition_id": "a.ign"}')
+    (data / "profiles" / "q.json").write_text('{"id": "q", "ignition_id": "b.yaml"}')
     (data / "groups" / "good.json").write_text('{"profile": "p"}')
     (data / "groups" / "bad.json").write_text('{"profile": "p", "selector": {"mac": "zz"}}')
     (data / "ignition" / "a.ign").write_text('{"ignition": {"version": "3.4.0"}}')
     (data / "ignition" / "b.yaml").write_text("variant: flatcar\nversion: 1.1.0\n")
     result = runner.invoke(app, ["bootcfg", "check", "--data-dir", str(data)], env={})
     assert result.exit_code == 1, result.output
-    assert "1 groups, 1 profiles, 2 Ignition files" in result.output
+    assert "1 groups, 2 profiles, 2 Ignition files" in result.output
     assert f"broken: {data / 'groups' / 'bad.json'}: selector.mac" in result.output
     assert f"broken: {data / 'ignition' / 'b.yaml'}: a Butane config" in result.output
     assert "2 broken files" in result.output
