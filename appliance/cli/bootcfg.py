@@ -10,6 +10,7 @@ import typer
 
 from appliance.bootcfg.app import run
 from appliance.bootcfg.catalog import load_catalog
+from appliance.bootcfg.migrate import apply_import, plan_import
 from appliance.bootcfg.setup import (
     build_service,
     read_data_dir_keys,
@@ -155,6 +156,55 @@ def check(
         )
         raise typer.Exit(1)
     c.out.print("ok: every file loads", markup=False)
+
+
+@group.command("import-matchbox")
+def import_matchbox(
+    ctx: typer.Context,
+    source: Path = typer.Argument(..., help="The matchbox data dir (e.g. /var/lib/matchbox)."),
+    data_dir: Path | None = typer.Option(None, help="Into this dir (default: bootcfg.data_dir)."),
+    force: bool = typer.Option(False, "--force", help="Replace files that differ."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Say what would be copied; copy nothing."
+    ),
+) -> None:
+    """Copy a matchbox data dir's groups, profiles, Ignition and generic files into kpc's.
+
+    Steps: check the source as 'kpc bootcfg check' does (any broken file: nothing is
+    copied); plan the copy (a file kpc already has with other content is a conflict: nothing
+    is copied unless --force); copy; check the result. Templates are copied as they are:
+    bootcfg renders matchbox's Go templates itself. Assets are not copied (move or link
+    SOURCE/assets yourself: they can be large).
+    """
+    c = cli(ctx)
+    dest = data_dir or c.config().bootcfg.data_dir
+    catalog = load_catalog(source)
+    for problem in catalog.problems:
+        c.err.print(f"broken: {problem}", markup=False)
+    if catalog.problems:
+        c.err.print("nothing copied: fix the files above first", markup=False)
+        raise typer.Exit(1)
+    plan = plan_import(catalog, dest, force=force)
+    for path in plan.conflicts:
+        c.err.print(f"{'replace' if force else 'conflict'}: {path} differs", markup=False)
+    if plan.conflicts and not force:
+        c.err.print("nothing copied: --force replaces the files that differ", markup=False)
+        raise typer.Exit(1)
+    for path, target in plan.copies:
+        c.out.print(f"{'would copy' if dry_run else 'copy'} {path} -> {target}", markup=False)
+    c.out.print(f"{len(plan.copies)} to copy, {len(plan.same)} already there", markup=False)
+    if dry_run:
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    apply_import(plan)
+    result = load_catalog(dest)
+    for warning in result.warnings:
+        c.err.print(f"warning: {warning}", markup=False)
+    for problem in result.problems:
+        c.err.print(f"broken: {problem}", markup=False)
+    if result.problems:
+        raise typer.Exit(1)
+    c.out.print(f"{dest}: every file loads", markup=False)
 
 
 def register(app: typer.Typer) -> None:

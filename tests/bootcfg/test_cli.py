@@ -230,3 +230,46 @@ def test_check_names_each_broken_file_and_exits_nonzero(tmp_path: Path) -> None:
     result = runner.invoke(app, ["bootcfg", "check", "--data-dir", str(data)], env={})
     assert result.exit_code == 0, result.output
     assert "ok: every file loads" in result.output
+
+
+def test_import_matchbox_copies_checked_files_and_never_clobbers(tmp_path: Path) -> None:
+    src, dest = tmp_path / "matchbox", tmp_path / "kpc-data"
+    for sub in ("groups", "profiles", "ignition/site", "generic"):
+        (src / sub).mkdir(parents=True)
+    (src / "profiles" / "etcd.json").write_text(
+        '{"id": "etcd", "ignition_id": "site/e.ign", "generic_id": "g.tmpl"}'
+    )
+    (src / "groups" / "node1.json").write_text('{"profile": "etcd", "selector": {"os": "x"}}')
+    (src / "ignition" / "site" / "e.ign").write_text('{"ignition": {"version": "{{.v}}"}}')
+    (src / "generic" / "g.tmpl").write_text("{{.request.raw_query}}\n")
+    base = ["bootcfg", "import-matchbox", str(src), "--data-dir", str(dest)]
+
+    result = runner.invoke(app, [*base, "--dry-run"], env={})
+    assert result.exit_code == 0, result.output
+    assert "would copy" in result.output and "4 to copy" in result.output
+    assert not dest.exists()
+
+    result = runner.invoke(app, base, env={})
+    assert result.exit_code == 0, result.output
+    assert (
+        dest / "ignition" / "site" / "e.ign"
+    ).read_text() == '{"ignition": {"version": "{{.v}}"}}'
+    assert "every file loads" in result.output
+
+    # kpc's copy edited since: a conflict, nothing copied without --force
+    (dest / "groups" / "node1.json").write_text('{"profile": "etcd", "selector": {"os": "y"}}')
+    (src / "generic" / "g.tmpl").write_text("changed\n")
+    result = runner.invoke(app, base, env={})
+    assert result.exit_code == 1
+    assert f"conflict: {dest / 'groups' / 'node1.json'} differs" in result.output
+    assert (dest / "generic" / "g.tmpl").read_text() == "{{.request.raw_query}}\n"
+    result = runner.invoke(app, [*base, "--force"], env={})
+    assert result.exit_code == 0, result.output
+    assert '"x"' in (dest / "groups" / "node1.json").read_text()
+
+    # a broken source file: named with its line, nothing copied
+    (src / "groups" / "bad.json").write_text('{\n"profile": ')
+    result = runner.invoke(app, base, env={})
+    assert result.exit_code == 1
+    assert f"broken: {src / 'groups' / 'bad.json'}:2: not valid JSON" in result.output
+    assert not (dest / "groups" / "bad.json").exists()
