@@ -192,19 +192,6 @@ def _string(data: Mapping[str, Any], key: str, path: Path, problems: list[str]) 
     return value
 
 
-def go_json(value: Any) -> Any:
-    """JSON data as Go's encoding/json gives it to matchbox: every number a float64."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, list):
-        return [go_json(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): go_json(v) for k, v in value.items()}
-    return value
-
-
 def _boot(data: Mapping[str, Any], path: Path, problems: list[str]) -> Boot | None:
     raw = data.get("boot")
     if raw is None:
@@ -323,7 +310,7 @@ def _load_group(path: Path, problems: list[str], warnings: list[str]) -> Group |
         profile=profile,
         name=str(data.get("name") or ""),
         selector=selector,
-        metadata=go_json(metadata),
+        metadata=metadata,
     )
 
 

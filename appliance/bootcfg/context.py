@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 
 from appliance.bootcfg.catalog import Group
-from appliance.bootcfg.gotemplate import StringMap, go_string
+from appliance.bootcfg.gotemplate import StringMap, go_json, go_string
 from appliance.bootcfg.labels import Labels
 
 
@@ -29,7 +29,7 @@ def matchbox_variables(group: Group | None, labels: Labels) -> dict[str, Any]:
     """matchbox's template data for a request that matched ``group``."""
     data: dict[str, Any] = {}
     if group is not None:
-        data.update(group.metadata)
+        data.update(go_json(group.metadata))  # numbers as Go decodes JSON: float64
         data.update({key.lower(): value for key, value in group.selector.items()})
     data["request"] = {"query": StringMap(labels.values), "raw_query": labels.raw_query}
     return data

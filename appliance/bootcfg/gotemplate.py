@@ -52,6 +52,19 @@ class StringMap(dict[str, str]):
     key gives the zero value ``""``, where a ``map[string]interface{}`` gives nil."""
 
 
+def go_json(value: Any) -> Any:
+    """JSON data as Go's encoding/json gives it to matchbox: every number a float64."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, list):
+        return [go_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): go_json(v) for k, v in value.items()}
+    return value
+
+
 def go_float(value: float) -> str:
     """A float64 as Go's ``%v`` prints it (``strconv.FormatFloat(v, 'g', -1, 64)``): the
     shortest digits, in ``%e`` form when the decimal exponent is below -4 or at least 6

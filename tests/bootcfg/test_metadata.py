@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from appliance.bootcfg.catalog import Group, go_json
+from appliance.bootcfg.catalog import Group
 from appliance.bootcfg.context import metadata_env
 from appliance.bootcfg.labels import parse_labels
 
 
 def _group(metadata: dict[str, Any], selector: dict[str, str] | None = None) -> Group:
-    return Group("g", Path("g.json"), "p", selector=selector or {}, metadata=go_json(metadata))
+    return Group("g", Path("g.json"), "p", selector=selector or {}, metadata=metadata)
 
 
 @pytest.mark.parametrize(
