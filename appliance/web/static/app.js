@@ -123,27 +123,62 @@
       if (tr.parentNode !== body || tr.nextElementSibling !== next) body.insertBefore(tr, next);
     }
 
-    function apply(msg) {
-      for (const r of msg.rows) {
+    // What the row shows, apart from times (those tick in place): a row whose view is
+    // unchanged only gets its new times, without rebuilding or moving it.
+    const view = (r) => [r.name, r.state, r.boot, r.power, r.address, r.bmc, r.last_endpoint].join("\u0000");
+    let pending = new Map();
+    let removedPending = [];
+    let counts = null;
+
+    function flush() {
+      const rows = pending;
+      const removed = removedPending;
+      pending = new Map();
+      removedPending = [];
+      for (const r of rows.values()) {
         let tr = $("m-" + r.mac);
+        const seen = r.last_seen === null ? "" : String(r.last_seen);
+        const since = r.state_since === null ? "" : String(r.state_since);
+        if (tr && tr.dataset.view === view(r)) {
+          tr.dataset.seen = seen;
+          tr.dataset.since = since;
+          refreshRow(tr);
+          continue;
+        }
+        const moved = !tr || tr.dataset.name !== r.name || tr.dataset.state !== r.state || tr.dataset.boot !== r.boot;
         if (!tr) tr = el("tr", { id: "m-" + r.mac });
         fill(tr, r);
-        place(tr);
+        tr.dataset.view = view(r);
+        if (moved) place(tr);
         refreshRow(tr);
         document.dispatchEvent(new CustomEvent("kpc:row", { detail: { mac: r.mac, state: r.state } }));
       }
-      for (const mac of msg.removed) { const tr = $("m-" + mac); if (tr) tr.remove(); }
-      for (const [name, n] of Object.entries(msg.counts)) {
-        const c = $("count-" + name);
-        if (c && name !== "stuck") c.textContent = n;
+      for (const mac of removed) { const tr = $("m-" + mac); if (tr) tr.remove(); }
+      if (counts) {
+        for (const [name, n] of Object.entries(counts)) {
+          const c = $("count-" + name);
+          if (c && name !== "stuck") c.textContent = n;
+        }
+        $("total").textContent = counts.total + " machines";
       }
-      $("total").textContent = msg.counts.total + " machines";
       recount();
       const t = Date.now();
       if (t - lastAnnounce > 5000) {  // a screen reader hears at most one update in 5 s
         lastAnnounce = t;
         live.textContent = "Live; updated " + new Date().toLocaleTimeString() + ".";
       }
+    }
+
+    // Messages are merged and applied once per animation frame (or at once when the tab is
+    // hidden), so a check-in storm costs one DOM pass per frame, not one per message.
+    function apply(msg) {
+      const first = pending.size === 0 && removedPending.length === 0;
+      for (const r of msg.rows) pending.set(r.mac, r);
+      for (const mac of msg.removed) { pending.delete(mac); removedPending.push(mac); }
+      counts = msg.counts;
+      if (!first) return;
+      if (document.hidden) setTimeout(flush, 0);
+      else requestAnimationFrame(flush);
     }
 
     function connect() {
