@@ -12,13 +12,15 @@ kpc's registry then decides on top of the match (what matchbox lacks):
 
 - boot mode ``local``: ``/ipxe`` answers with a local-disk boot script, whatever matches;
 - boot mode ``rescue``: the ``rescue`` profile, except for requests labelled ``os=installed``;
-- an installer profile (id ``install`` or ending in ``-install``, matchbox's naming) is only
-  served to a machine that is known by MAC and in boot mode ``install``: a machine that
-  finished installing never receives an install config again.
+- an installer profile (``is_installer``: "install" a word of its id or file name, as in
+  matchbox's examples, or Fedora CoreOS installer arguments) is only served to a machine
+  that is known by MAC and in boot mode ``install``: a machine that finished installing
+  never receives an install config again.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -54,9 +56,22 @@ def select_group(groups: Iterable[Group], labels: Labels) -> Group | None:
     return next((g for g in groups if group_matches(g, labels)), None)
 
 
+# "install" as a word of a profile's id or file name: install, flatcar-install,
+# install-reboot, etcd_install.v2 (not "installed", "reinstalled-node").
+_INSTALL_WORD = re.compile(r"(?:^|[-_.])install(?:$|[-_.])")
+# Kernel arguments that make a live system install to disk (Fedora CoreOS's installer).
+_INSTALLER_ARGS = ("coreos.inst.install_dev=", "coreos.inst=yes")
+
+
 def is_installer(profile: Profile) -> bool:
-    """An installer by its id or its file name (``install``, ``*-install``)."""
-    return any(name == "install" or name.endswith("-install") for name in (profile.id, profile.key))
+    """Whether serving ``profile`` may erase a disk: "install" is a word of its id or file
+    name (matchbox's examples: ``flatcar-install``, ``install-reboot``), or it boots
+    Fedora CoreOS's installer (``coreos.inst.install_dev=``). Such a profile only ever goes
+    to a machine in boot mode ``install``."""
+    if any(_INSTALL_WORD.search(name.lower()) for name in (profile.id, profile.key)):
+        return True
+    args = profile.boot.args if profile.boot else ()
+    return any(arg.startswith(_INSTALLER_ARGS) for arg in args)
 
 
 def decide(catalog: Catalog, labels: Labels, machine: Machine | None, *, ipxe: bool) -> Decision:

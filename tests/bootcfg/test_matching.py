@@ -10,7 +10,7 @@ import pytest
 
 from appliance.bootcfg.catalog import TemplateKind, load_catalog
 from appliance.bootcfg.labels import parse_labels
-from appliance.bootcfg.matching import Outcome, decide, select_group
+from appliance.bootcfg.matching import Outcome, decide, is_installer, select_group
 from appliance.errors import ConfigError
 from appliance.state.model import BootMode, Machine, MachineState
 from tests.bootcfg.conftest import DataDir
@@ -341,3 +341,28 @@ def test_missing_data_dir(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist") as info:
         load_catalog(tmp_path / "nope")
     assert info.value.hint is not None and "kpc bootcfg init" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("pid", "args", "installer"),
+    [
+        ("install", [], True),
+        ("flatcar-install", [], True),
+        ("fedora-coreos-install", [], True),
+        ("install-reboot", [], True),  # an older matchbox example name
+        ("etcd_install.v2", [], True),
+        ("Flatcar-Install", [], True),
+        ("installed", [], False),
+        ("flatcar", [], False),
+        ("reinstalled-node", [], False),
+        ("fcos-live", ["coreos.inst.install_dev=/dev/sda", "x"], True),
+        ("fcos-live", ["coreos.inst=yes"], True),
+        ("fcos-live", ["ignition.firstboot"], False),
+    ],
+)
+def test_installer_profiles_are_recognised(
+    data: DataDir, pid: str, args: list[str], installer: bool
+) -> None:
+    data.profile(pid, args=args)
+    profile = load_catalog(data.root).profiles[pid]
+    assert is_installer(profile) is installer
