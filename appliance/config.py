@@ -121,6 +121,7 @@ class BmcHost(Model):
     user: str | None = None
     password: SecretRef | None = None
     name: str | None = None
+    protocol: Literal["ipmi", "redfish"] | None = None
 
 
 class Bmc(Model):
@@ -128,6 +129,15 @@ class Bmc(Model):
     user: str = "ADMIN"
     password: SecretRef = SecretRef(env="KPC_BMC_PASSWORD")
     hosts: list[BmcHost] = Field(default_factory=list)
+    protocol: Literal["auto", "ipmi", "redfish"] = Field(
+        default="auto",
+        description="auto: Redfish where discovery found it, else IPMI",
+    )
+    ca_bundle: Path | None = Field(
+        default=None,
+        description="PEM CA bundle that signs the BMCs' HTTPS certificates (else: pinned "
+        "on first use)",
+    )
     rate: int = Field(default=500, ge=1, description="discovery packets per second")
     fanout: int = Field(default=50, ge=1, le=1024)
     timeout: float = Field(default=10.0, gt=0)

@@ -53,7 +53,7 @@ def problems(text: str) -> list[str]:
         (
             PROV + "bmc:\n  hosts:\n    - address: 10.1.1.1\n      pasword: {env: A}\n",
             "kpc.yaml:5: bmc.hosts[0].pasword: unknown key (did you mean 'password'? "
-            "known keys here: address, user, password, name)",
+            "known keys here: address, user, password, name, protocol)",
         ),
         (
             PROV + "colla: {}\n",

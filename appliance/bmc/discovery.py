@@ -39,6 +39,8 @@ from appliance.bmc import protocol as p
 from appliance.drivers import netns
 from appliance.drivers import redfish as rf
 from appliance.errors import BmcError, UsageError
+from appliance.state.model import Bmc
+from appliance.state.store import MachineStore
 
 NEIGHBOUR_TABLE_MAX = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
 UNRESOLVED_NEIGHBOUR_LIFETIME = 3.0  # seconds: 3 ARP solicitations, 1 s apart (Linux defaults)
@@ -472,3 +474,33 @@ def run_discover(
     links: Sequence[arp.Link] = (),
 ) -> Discovery:
     return asyncio.run(discover(networks, options, links))
+
+
+def record(store: MachineStore, result: Discovery, now: float) -> dict[str, str]:
+    """Record what was found, with the protocols each BMC answered; pin certificates seen
+    for the first time (a different one than pinned is reported, never replaced)."""
+    pinned = {b.address: b.tls_fingerprint for b in store.list_bmcs()}
+    notes: dict[str, str] = {}
+    for found in result.found:
+        store.record_bmc(
+            Bmc(
+                found.address,
+                ipmi_versions=found.ipmi_versions,
+                auth_types=found.auth_types,
+                iana=found.iana,
+                protocols=found.protocols,
+            ),
+            now,
+        )
+        seen = found.redfish.fingerprint if found.redfish else None
+        if seen is None:
+            continue
+        known = pinned.get(found.address)
+        if known is None:
+            store.pin_bmc_cert(found.address, seen)
+        elif known != seen:
+            notes[found.address] = (
+                "TLS certificate CHANGED since it was pinned (kpc will refuse to talk to it; "
+                f"if the BMC's certificate was replaced: kpc bmc forget-cert {found.address})"
+            )
+    return notes

@@ -3,9 +3,11 @@
 The inventory is the site config's ``bmc.hosts`` (names and per-host credentials) plus
 the BMCs discovery recorded in the registry. A target on the command line is
 
-- an address (``10.0.1.5``, or ``10.0.1.5:6230`` for another UDP port) — known or not;
+- an address (``10.0.1.5``, or ``10.0.1.5:6230`` for another port: UDP for IPMI, TCP for
+  Redfish) — known or not;
 - a network (``10.0.1.0/28``): every known BMC inside it;
-- a name or a glob over names and addresses (``rack1-*``, ``10.0.1.1?``).
+- a name or a glob over names, addresses and the MACs a Redfish inventory recorded
+  (``rack1-*``, ``10.0.1.1?``, ``52:54:00:12:34:56``).
 
 ``--only`` and ``--exclude`` take the same networks and globs and filter the result.
 """
@@ -15,9 +17,8 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from appliance.bmc import protocol as p
 from appliance.config import BmcHost, SecretRef
 from appliance.errors import UsageError
 from appliance.state.model import Bmc
@@ -28,34 +29,64 @@ class Candidate:
     """A BMC kpc may act on, with its per-host credential overrides (None = site default)."""
 
     address: str
-    port: int = p.RMCP_PORT
+    port: int | None = None  # None: the protocol's own
     name: str | None = None
     user: str | None = None
     password: SecretRef | None = None
     source: str = "inventory"  # inventory | discovered | argument
+    protocol: str | None = None  # configured for this host (bmc.hosts[].protocol)
+    protocols: tuple[str, ...] = ()  # what discovery found it speaks
+    fingerprint: str | None = None  # its pinned TLS certificate
+    macs: tuple[str, ...] = ()  # its machine's MACs (Redfish inventory)
 
     @property
     def label(self) -> str:
-        where = self.address if self.port == p.RMCP_PORT else f"{self.address}:{self.port}"
+        where = self.address if self.port is None else f"{self.address}:{self.port}"
         return f"{self.name} ({where})" if self.name else where
 
 
 def inventory(hosts: Sequence[BmcHost], discovered: Sequence[Bmc]) -> list[Candidate]:
-    """Configured hosts first (in config order), then discovered BMCs not configured."""
-    out = [Candidate(str(h.address), name=h.name, user=h.user, password=h.password) for h in hosts]
+    """Configured hosts first (in config order), then discovered BMCs not configured; what
+    the registry knows of each (protocols, pinned certificate, MACs) comes along."""
+    recorded = {b.address: b for b in discovered}
+    out = []
+    for h in hosts:
+        b = recorded.get(str(h.address))
+        out.append(
+            Candidate(
+                str(h.address),
+                name=h.name,
+                user=h.user,
+                password=h.password,
+                protocol=h.protocol,
+                protocols=b.protocols if b else (),
+                fingerprint=b.tls_fingerprint if b else None,
+                macs=b.macs if b else (),
+            )
+        )
     known = {c.address for c in out}
-    out += [Candidate(b.address, source="discovered") for b in discovered if b.address not in known]
+    out += [
+        Candidate(
+            b.address,
+            source="discovered",
+            protocols=b.protocols,
+            fingerprint=b.tls_fingerprint,
+            macs=b.macs,
+        )
+        for b in discovered
+        if b.address not in known
+    ]
     return out
 
 
-def _address(text: str) -> tuple[str, int] | None:
+def _address(text: str) -> tuple[str, int | None] | None:
     host, sep, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
     try:
         address = ipaddress.IPv4Address(host)
     except ValueError:
         return None
     if not sep:
-        return str(address), p.RMCP_PORT
+        return str(address), None
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"bad port in {text!r}", hint="write ADDRESS or ADDRESS:PORT")
     return str(address), int(port)
@@ -75,8 +106,10 @@ def matches(candidate: Candidate, pattern: str) -> bool:
     network = _network(pattern)
     if network is not None:
         return ipaddress.IPv4Address(candidate.address) in network
-    return fnmatch.fnmatchcase(candidate.address, pattern) or (
-        candidate.name is not None and fnmatch.fnmatchcase(candidate.name, pattern)
+    return (
+        fnmatch.fnmatchcase(candidate.address, pattern)
+        or (candidate.name is not None and fnmatch.fnmatchcase(candidate.name, pattern))
+        or any(fnmatch.fnmatchcase(mac, pattern.lower()) for mac in candidate.macs)
     )
 
 
@@ -95,7 +128,9 @@ def select(
         target = target.strip()
         address = _address(target)
         if address is not None:
-            match = [c for c in known if (c.address, c.port) == address]
+            match = [c for c in known if c.address == address[0]]
+            if address[1] is not None:
+                match = [replace(c, port=address[1]) for c in match]
             chosen += match or [Candidate(address[0], address[1], source="argument")]
             continue
         match = [c for c in known if matches(c, target)]
@@ -121,7 +156,7 @@ def _split(patterns: Iterable[str]) -> list[str]:
 
 
 def _unique(candidates: Iterable[Candidate]) -> list[Candidate]:
-    seen: set[tuple[str, int]] = set()
+    seen: set[tuple[str, int | None]] = set()
     out = []
     for candidate in candidates:
         key = (candidate.address, candidate.port)

@@ -1,4 +1,6 @@
-"""`kpc bmc` and `kpc pxe-all`: find BMCs, control power and boot devices over IPMI.
+"""`kpc bmc` and `kpc pxe-all`: find BMCs; power, boot devices, virtual media and inventory
+over IPMI or Redfish, per host. Parses, asks and prints; the use cases are in
+``appliance.bmc.control`` and ``appliance.bmc.discovery``.
 
 Credentials: the user is ``bmc.user`` (or ``--user``, or a per-host ``bmc.hosts[].user``);
 the password comes from ``bmc.password`` (a reference; default: environment variable
@@ -14,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -21,21 +24,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from appliance.bmc import arp, discovery, power
+from appliance.bmc import actions, arp, control, discovery
 from appliance.bmc import protocol as p
-from appliance.bmc.targets import Candidate, inventory, select
+from appliance.bmc.actions import Action, BootDevice, BootMode, Kind, PowerAction
+from appliance.bmc.jobs import HINTS, Failure, HostOutcome, Protocol, RunOptions, Target
+from appliance.bmc.targets import Candidate
 from appliance.cli.common import Cli, cli, confirm, emit_json
 from appliance.config import Bmc as BmcConfig
 from appliance.config import SecretRef
-from appliance.drivers.ipmi import (
-    HINTS,
-    Credentials,
-    Failure,
-    HostOutcome,
-    JobFactory,
-    RunOptions,
-    Target,
-)
 from appliance.errors import Aborted, BmcError, SecretError, UsageError
 from appliance.state.model import Bmc
 from appliance.state.sqlite import open_store
@@ -44,13 +40,14 @@ from appliance.state.store import MachineStore
 PASSWORD_ENV = "KPC_BMC_PASSWORD"
 
 group = typer.Typer(
-    help="Find BMCs and control power and boot devices over IPMI.", no_args_is_help=True
+    help="Find BMCs; power, boot devices, virtual media and inventory over IPMI or Redfish.",
+    no_args_is_help=True,
 )
 power_group = typer.Typer(help="Power state: status, on, off, cycle, reset.", no_args_is_help=True)
 
 TARGETS_HELP = (
-    "BMCs: addresses (ADDR or ADDR:PORT), networks (10.0.1.0/24) or names/globs from the "
-    "inventory. Default: every known BMC (bmc.hosts and discovered ones)."
+    "BMCs: addresses (ADDR or ADDR:PORT), networks (10.0.1.0/24), or names, globs or "
+    "machine MACs from the inventory. Default: every known BMC (bmc.hosts and discovered)."
 )
 
 
@@ -77,11 +74,6 @@ def _site(c: Cli) -> _Site:
     return _Site(config.bmc, open_store(config))
 
 
-def _candidates(site: _Site) -> list[Candidate]:
-    discovered = site.store.list_bmcs() if site.store is not None else []
-    return inventory(site.settings.hosts, discovered)
-
-
 def _resolve_password(c: Cli, ref: SecretRef, what: str) -> str:
     try:
         return ref.resolve(c.environ)
@@ -100,55 +92,28 @@ def _resolve_password(c: Cli, ref: SecretRef, what: str) -> str:
         raise
 
 
-def _targets(c: Cli, site: _Site, chosen: Sequence[Candidate], user: str | None) -> list[Target]:
-    default_user = user or site.settings.user
-    default_password: str | None = None
-    out = []
-    for candidate in chosen:
+def _password_source(c: Cli, site: _Site, user: str | None) -> Callable[[Candidate], str]:
+    """Per-host references first; the site's password resolved (or asked) once."""
+    cache: list[str] = []
+
+    def password_for(candidate: Candidate) -> str:
         if candidate.password is not None:
             try:
-                password = candidate.password.resolve(c.environ)
+                return candidate.password.resolve(c.environ)
             except SecretError as exc:
                 raise SecretError(f"{candidate.label}: {exc.message}", hint=exc.hint) from None
-        else:
-            if default_password is None:
-                default_password = _resolve_password(
-                    c, site.settings.password, f"BMC user {default_user}"
-                )
-            password = default_password
-        out.append(
-            Target(
-                candidate.address,
-                Credentials(candidate.user or default_user, password),
-                port=candidate.port,
-                name=candidate.name,
-            )
-        )
-    return out
+        if not cache:
+            default_user = user or site.settings.user
+            cache.append(_resolve_password(c, site.settings.password, f"BMC user {default_user}"))
+        return cache[0]
 
-
-def _choose(
-    site: _Site, targets: Sequence[str], only: Sequence[str], exclude: Sequence[str]
-) -> list[Candidate]:
-    chosen = select(_candidates(site), targets, only=only, exclude=exclude)
-    if not chosen:
-        raise UsageError(
-            "no BMCs to act on",
-            hint="list them in bmc.hosts, run 'kpc bmc discover', or give addresses",
-        )
-    return chosen
+    return password_for
 
 
 # --- running jobs --------------------------------------------------------------------------
 
 
-def _run(
-    c: Cli,
-    targets: list[Target],
-    factory: JobFactory,
-    options: RunOptions,
-    what: str,
-) -> list[HostOutcome]:
+def _run(c: Cli, targets: list[Target], action: Action, options: RunOptions) -> list[HostOutcome]:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -157,7 +122,7 @@ def _run(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=c.err, transient=True) as progress:
-        task = progress.add_task(what, total=len(targets), failed=0)
+        task = progress.add_task(action.describe(), total=len(targets), failed=0)
         failed = 0
 
         def done(outcome: HostOutcome) -> None:
@@ -165,14 +130,16 @@ def _run(
             failed += 0 if outcome.ok else 1
             progress.update(task, advance=1, failed=failed)
 
-        return power.run(targets, factory, options, done)
+        return control.run(targets, action, options, done)
 
 
 def _outcome_dict(outcome: HostOutcome) -> dict[str, Any]:
+    found = outcome.inventory
     return {
         "host": outcome.target.address,
-        "port": outcome.target.port,
+        "port": outcome.target.effective_port,
         "name": outcome.target.name,
+        "protocol": outcome.target.protocol.value,
         "ok": outcome.ok,
         "result": outcome.result or None,
         "failure": outcome.failure.value if outcome.failure else None,
@@ -180,6 +147,20 @@ def _outcome_dict(outcome: HostOutcome) -> dict[str, Any]:
         "done": list(outcome.done),
         "attempts": outcome.attempts,
         "seconds": round(outcome.elapsed, 3),
+        **(
+            {
+                "inventory": {
+                    "manufacturer": found.manufacturer,
+                    "model": found.model,
+                    "serial": found.serial,
+                    "uuid": found.uuid,
+                    "macs": list(found.macs),
+                    "power": found.power,
+                }
+            }
+            if found is not None
+            else {}
+        ),
     }
 
 
@@ -190,12 +171,17 @@ def _report(c: Cli, outcomes: list[HostOutcome], *, as_json: bool, elapsed: floa
         emit_json([_outcome_dict(o) for o in outcomes])
     else:
         table = Table(box=None, pad_edge=False)
-        for column in ("HOST", "RESULT", "ERROR"):
+        for column in ("HOST", "VIA", "RESULT", "ERROR"):
             table.add_column(column)
         for o in outcomes:
             error = f"{o.failure.value}: {o.error}" if o.failure and o.error else o.error
             result = o.result if o.ok else ("partly: " + ", ".join(o.done) if o.done else "failed")
-            table.add_row(escape(o.target.label), escape(result), escape(error or ""))
+            table.add_row(
+                escape(o.target.label),
+                o.target.protocol.value,
+                escape(result),
+                escape(error or ""),
+            )
         c.out.print(table)
     c.err.print(f"{len(outcomes) - len(failed)} ok, {len(failed)} failed, in {elapsed:.2f}s")
     if failed:
@@ -206,67 +192,108 @@ def _report(c: Cli, outcomes: list[HostOutcome], *, as_json: bool, elapsed: floa
         )
 
 
-def _plan(c: Cli, chosen: Sequence[Candidate], user: str, action: str, as_json: bool) -> None:
-    """--dry-run: who would be asked to do what. Nothing is sent, no password is needed."""
+def _plan(
+    c: Cli,
+    chosen: Sequence[Candidate],
+    site: _Site,
+    user: str | None,
+    action: Action,
+    protocol: Protocol | None,
+    as_json: bool,
+) -> None:
+    """--dry-run: who would be asked to do what, over which protocol. Nothing is sent, no
+    password is needed."""
     rows = [
-        {"host": cand.label, "user": cand.user or user, "action": power.describe(action)}
+        {
+            "host": cand.label,
+            "protocol": control.protocol_of(cand, protocol, site.settings.protocol).value,
+            "user": cand.user or user or site.settings.user,
+            "action": action.describe(),
+        }
         for cand in chosen
     ]
     if as_json:
         emit_json(rows)
         return
     table = Table(box=None, pad_edge=False, title="dry run: nothing is sent", title_justify="left")
-    for column in ("HOST", "USER", "WOULD"):
+    for column in ("HOST", "VIA", "USER", "WOULD"):
         table.add_column(column)
     for row in rows:
-        table.add_row(escape(row["host"]), escape(row["user"]), escape(row["action"]))
+        table.add_row(
+            escape(row["host"]), row["protocol"], escape(row["user"]), escape(row["action"])
+        )
     c.out.print(table)
 
 
-def _act(
-    ctx: typer.Context,
-    *,
-    targets: Sequence[str],
-    only: Sequence[str],
-    exclude: Sequence[str],
-    action: str,
-    factory: JobFactory,
-    changes: bool,
-    yes: bool,
-    dry_run: bool,
-    as_json: bool,
-    user: str | None,
-    fanout: int | None,
-    timeout: float | None,
-    warning: str = "",
-) -> None:
+@dataclass(frozen=True)
+class _Common:
+    """The options every acting command takes."""
+
+    targets: Sequence[str]
+    only: Sequence[str]
+    exclude: Sequence[str]
+    yes: bool
+    dry_run: bool
+    as_json: bool
+    user: str | None
+    fanout: int | None
+    timeout: float | None
+    protocol: Protocol | None
+    insecure: bool
+    ca_bundle: Path | None
+
+
+def _act(ctx: typer.Context, o: _Common, action: Action, warning: str = "") -> None:
     c = cli(ctx)
-    if fanout is not None and fanout < 1:
+    if o.fanout is not None and o.fanout < 1:
         raise UsageError("--fanout must be at least 1")
-    if timeout is not None and timeout <= 0:
+    if o.timeout is not None and o.timeout <= 0:
         raise UsageError("--timeout must be more than 0 seconds")
+    if o.insecure and o.ca_bundle is not None:
+        raise UsageError("--insecure and --ca-bundle contradict each other: give one")
+    if o.ca_bundle is not None and not o.ca_bundle.is_file():
+        raise UsageError(f"--ca-bundle {o.ca_bundle}: no such file")
     site = _site(c)
     try:
-        chosen = _choose(site, targets, only, exclude)
-        if dry_run:
-            _plan(c, chosen, user or site.settings.user, action, as_json)
+        chosen = control.choose(control.candidates(site.settings, site.store), o.targets,
+                                o.only, o.exclude)  # fmt: skip
+        if o.dry_run:
+            _plan(c, chosen, site, o.user, action, o.protocol, o.as_json)
             return
-        if changes:
+        if action.changes_state:
             names = ", ".join(cand.label for cand in chosen[:5])
             more = f" and {len(chosen) - 5} more" if len(chosen) > 5 else ""
             question = (
-                f"{power.describe(action)} on {len(chosen)} machine(s): {names}{more}."
+                f"{action.describe()} on {len(chosen)} machine(s): {names}{more}."
                 f"{warning} Continue?"
             )
-            if not confirm(c, question, yes=yes):
+            if not confirm(c, question, yes=o.yes):
                 raise Aborted("nothing was sent", hint="pass --yes to confirm")
-        resolved = _targets(c, site, chosen, user)
+        if o.insecure:
+            c.err.print(
+                "[yellow]warning:[/] --insecure: Redfish certificates are not checked; "
+                "anyone on the path could read the BMC password"
+            )
+        resolved = control.resolve(
+            chosen,
+            site.settings,
+            user=o.user,
+            password_for=_password_source(c, site, o.user),
+            protocol=o.protocol,
+            tls=control.TlsChoice(
+                ca_bundle=str(o.ca_bundle) if o.ca_bundle else None, insecure=o.insecure
+            ),
+        )
         options = RunOptions(
-            fanout=fanout or site.settings.fanout, timeout=timeout or site.settings.timeout
+            fanout=o.fanout or site.settings.fanout, timeout=o.timeout or site.settings.timeout
         )
         started = time.monotonic()
-        outcomes = _run(c, resolved, factory, options, power.describe(action))
-        _report(c, outcomes, as_json=as_json, elapsed=time.monotonic() - started)
+        outcomes = _run(c, resolved, action, options)
+        elapsed = time.monotonic() - started
+        if site.store is not None:
+            for note in control.record(site.store, outcomes, time.time()):
+                c.err.print(escape(note))
+        _report(c, outcomes, as_json=o.as_json, elapsed=elapsed)
     finally:
         site.close()
 
@@ -284,11 +311,39 @@ FanoutOpt = typer.Option(None, "--fanout", help="BMCs talked to at once (default
 TimeoutOpt = typer.Option(
     None, "--timeout", help="Seconds per BMC before giving up (default: bmc.timeout)."
 )
+ProtocolOpt = typer.Option(
+    None,
+    "--protocol",
+    help="Speak this protocol to every BMC (default: per host; bmc.protocol).",
+)
+InsecureOpt = typer.Option(
+    False, "--insecure", help="Redfish: do not check TLS certificates at all (not recommended)."
+)
+CaBundleOpt = typer.Option(
+    None, "--ca-bundle", help="Redfish: verify certificates with this PEM CA bundle."
+)
+ModeOpt = typer.Option(None, "--mode", help="Firmware boot mode for the override (Redfish).")
 
 
-def _power_command(action: power.PowerAction) -> Callable[..., None]:
-    changes = action is not power.PowerAction.STATUS
+def _common(
+    targets: list[str] | None,
+    only: list[str],
+    exclude: list[str],
+    yes: bool,
+    dry_run: bool,
+    as_json: bool,
+    user: str | None,
+    fanout: int | None,
+    timeout: float | None,
+    protocol: Protocol | None,
+    insecure: bool,
+    ca_bundle: Path | None,
+) -> _Common:
+    return _Common(targets or [], only, exclude, yes, dry_run, as_json, user, fanout, timeout,
+                   protocol, insecure, ca_bundle)  # fmt: skip
 
+
+def _power_command(which: PowerAction) -> Callable[..., None]:
     def command(
         ctx: typer.Context,
         targets: list[str] | None = TargetsArg,
@@ -300,38 +355,119 @@ def _power_command(action: power.PowerAction) -> Callable[..., None]:
         user: str | None = UserOpt,
         fanout: int | None = FanoutOpt,
         timeout: float | None = TimeoutOpt,
+        protocol: Protocol | None = ProtocolOpt,
+        insecure: bool = InsecureOpt,
+        ca_bundle: Path | None = CaBundleOpt,
     ) -> None:
-        _act(
-            ctx,
-            targets=targets or [],
-            only=only,
-            exclude=exclude,
-            action=action.value,
-            factory=power.power_job(action),
-            changes=changes,
-            yes=yes,
-            dry_run=dry_run,
-            as_json=as_json,
-            user=user,
-            fanout=fanout,
-            timeout=timeout,
-        )
+        common = _common(targets, only, exclude, yes, dry_run, as_json, user, fanout, timeout,
+                         protocol, insecure, ca_bundle)  # fmt: skip
+        _act(ctx, common, actions.power(which))
 
-    command.__doc__ = f"{power.describe(action.value).capitalize()}."
+    command.__doc__ = f"{actions.power(which).describe().capitalize()}."
     return command
 
 
-for _action in power.PowerAction:
+for _action in PowerAction:
     power_group.command(_action.value)(_power_command(_action))
 
 
 @group.command()
 def bootdev(
     ctx: typer.Context,
-    device: power.BootDevice = typer.Argument(..., help="pxe or disk."),
+    device: BootDevice = typer.Argument(..., help="pxe, disk, http (UEFI HTTP) or cd."),
     targets: list[str] | None = TargetsArg,
     persistent: bool = typer.Option(
         False, "--persistent", help="For every boot from now on, not only the next one."
+    ),
+    mode: BootMode | None = ModeOpt,
+    only: list[str] = OnlyOpt,
+    exclude: list[str] = ExcludeOpt,
+    yes: bool = YesOpt,
+    dry_run: bool = DryRunOpt,
+    as_json: bool = JsonOpt,
+    user: str | None = UserOpt,
+    fanout: int | None = FanoutOpt,
+    timeout: float | None = TimeoutOpt,
+    protocol: Protocol | None = ProtocolOpt,
+    insecure: bool = InsecureOpt,
+    ca_bundle: Path | None = CaBundleOpt,
+) -> None:
+    """Set the boot device for the next boot (or every boot with --persistent)."""
+    common = _common(targets, only, exclude, yes, dry_run, as_json, user, fanout, timeout,
+                     protocol, insecure, ca_bundle)  # fmt: skip
+    action = Action(Kind.BOOTDEV, device=device, persistent=persistent, mode=mode)
+    warning = (
+        " A machine that PXE boots may be reinstalled (its disk erased)."
+        if device in (BootDevice.PXE, BootDevice.HTTP)
+        else ""
+    )
+    _act(ctx, common, action, warning)
+
+
+def pxe_all(
+    ctx: typer.Context,
+    targets: list[str] | None = TargetsArg,
+    fanout: int | None = typer.Option(
+        None, "--fanout", help="BMCs talked to at once (default: bmc.fanout, 50)."
+    ),
+    mode: BootMode | None = ModeOpt,
+    only: list[str] = OnlyOpt,
+    exclude: list[str] = ExcludeOpt,
+    dry_run: bool = DryRunOpt,
+    yes: bool = YesOpt,
+    as_json: bool = JsonOpt,
+    user: str | None = UserOpt,
+    timeout: float | None = TimeoutOpt,
+    protocol: Protocol | None = ProtocolOpt,
+    insecure: bool = InsecureOpt,
+    ca_bundle: Path | None = CaBundleOpt,
+) -> None:
+    """PXE-boot every machine: one-time PXE boot, then reset (or power on if off).
+
+    Targets: bmc.hosts and the BMCs discovery found, or the ones given. Each BMC is driven
+    over its own protocol (Redfish where discovery found it, else IPMI; --protocol forces).
+    """
+    common = _common(targets, only, exclude, yes, dry_run, as_json, user, fanout, timeout,
+                     protocol, insecure, ca_bundle)  # fmt: skip
+    action = Action(Kind.PXE, mode=mode)
+    _act(ctx, common, action, " Machines kpc installs are reinstalled (their install disk erased).")
+
+
+@group.command("inventory")
+def inventory_(
+    ctx: typer.Context,
+    targets: list[str] | None = TargetsArg,
+    only: list[str] = OnlyOpt,
+    exclude: list[str] = ExcludeOpt,
+    as_json: bool = JsonOpt,
+    user: str | None = UserOpt,
+    fanout: int | None = FanoutOpt,
+    timeout: float | None = TimeoutOpt,
+    protocol: Protocol | None = ProtocolOpt,
+    insecure: bool = InsecureOpt,
+    ca_bundle: Path | None = CaBundleOpt,
+) -> None:
+    """Read each machine's model, serial, UUID and MACs (Redfish) and record them.
+
+    Recorded MACs make a machine known, with its BMC, before it ever PXE-boots: a machine
+    that boots with one of them is linked to this BMC, and the MAC works as a target.
+    """
+    common = _common(targets, only, exclude, True, False, as_json, user, fanout, timeout,
+                     protocol, insecure, ca_bundle)  # fmt: skip
+    _act(ctx, common, actions.INVENTORY)
+
+
+media_group = typer.Typer(help="Virtual media (Redfish): insert or eject an ISO by URL.",
+                          no_args_is_help=True)  # fmt: skip
+
+
+@media_group.command("insert")
+def media_insert(
+    ctx: typer.Context,
+    image: str = typer.Argument(..., help="ISO URL the BMC fetches (e.g. served by bootcfg)."),
+    targets: list[str] | None = TargetsArg,
+    boot: bool = typer.Option(
+        False, "--boot", help="Then boot from it once: reset (or power on if off)."
     ),
     only: list[str] = OnlyOpt,
     exclude: list[str] = ExcludeOpt,
@@ -341,63 +477,60 @@ def bootdev(
     user: str | None = UserOpt,
     fanout: int | None = FanoutOpt,
     timeout: float | None = TimeoutOpt,
+    insecure: bool = InsecureOpt,
+    ca_bundle: Path | None = CaBundleOpt,
 ) -> None:
-    """Set the boot device for the next boot (or every boot with --persistent)."""
-    when = "every boot" if persistent else "the next boot"
-    _act(
-        ctx,
-        targets=targets or [],
-        only=only,
-        exclude=exclude,
-        action=f"set boot device {device.value} for {when}",
-        factory=power.bootdev_job(device, persistent=persistent),
-        changes=True,
-        yes=yes,
-        dry_run=dry_run,
-        as_json=as_json,
-        user=user,
-        fanout=fanout,
-        timeout=timeout,
-        warning=" A machine that PXE boots may be reinstalled (its disk erased)."
-        if device is power.BootDevice.PXE
-        else "",
-    )
+    """Insert an ISO (by URL) into each BMC's virtual CD/DVD drive."""
+    if not image.startswith(("http://", "https://")):
+        raise UsageError(f"not an http(s) URL: {image!r}", hint="give the URL the BMC fetches")
+    common = _common(targets, only, exclude, yes, dry_run, as_json, user, fanout, timeout,
+                     Protocol.REDFISH, insecure, ca_bundle)  # fmt: skip
+    _act(ctx, common, Action(Kind.MEDIA_INSERT, image=image, boot=boot))
 
 
-def pxe_all(
+@media_group.command("eject")
+def media_eject(
     ctx: typer.Context,
     targets: list[str] | None = TargetsArg,
-    fanout: int | None = typer.Option(
-        None, "--fanout", help="BMCs talked to at once (default: bmc.fanout, 50)."
-    ),
     only: list[str] = OnlyOpt,
     exclude: list[str] = ExcludeOpt,
-    dry_run: bool = DryRunOpt,
     yes: bool = YesOpt,
+    dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
     user: str | None = UserOpt,
+    fanout: int | None = FanoutOpt,
     timeout: float | None = TimeoutOpt,
+    insecure: bool = InsecureOpt,
+    ca_bundle: Path | None = CaBundleOpt,
 ) -> None:
-    """PXE-boot every machine: one-time PXE boot, then reset (or power on if off).
+    """Eject whatever each BMC's virtual CD/DVD drive holds."""
+    common = _common(targets, only, exclude, yes, dry_run, as_json, user, fanout, timeout,
+                     Protocol.REDFISH, insecure, ca_bundle)  # fmt: skip
+    _act(ctx, common, Action(Kind.MEDIA_EJECT))
 
-    Targets: bmc.hosts and the BMCs discovery found, or the ones given.
+
+@group.command("forget-cert")
+def forget_cert(
+    ctx: typer.Context, address: str = typer.Argument(..., help="The BMC's address.")
+) -> None:
+    """Forget a BMC's pinned TLS certificate: the next contact pins the one it presents.
+
+    Only for a certificate you know was replaced (a new BMC firmware, a replaced board);
+    otherwise a changed certificate means someone else may be answering.
     """
-    _act(
-        ctx,
-        targets=targets or [],
-        only=only,
-        exclude=exclude,
-        action="pxe",
-        factory=power.pxe_job,
-        changes=True,
-        yes=yes,
-        dry_run=dry_run,
-        as_json=as_json,
-        user=user,
-        fanout=fanout,
-        timeout=timeout,
-        warning=" Machines kpc installs are reinstalled (their install disk erased).",
-    )
+    c = cli(ctx)
+    site = _site(c)
+    try:
+        if site.store is None:
+            raise UsageError("no site configuration, so no registry of pinned certificates")
+        if not control.forget_cert(site.store, address):
+            raise UsageError(
+                f"no pinned certificate for {address}",
+                hint="'kpc bmc list' shows the BMCs and whether a certificate is pinned",
+            )
+    finally:
+        site.close()
+    c.err.print(f"{address}: pinned certificate forgotten; the next contact pins the new one")
 
 
 # --- discovery and inventory -----------------------------------------------------------------
@@ -422,35 +555,6 @@ def _found_dict(found: discovery.Found, note: str | None = None) -> dict[str, An
         "rtt_ms": round(found.rtt * 1000, 2) if found.rtt is not None else None,
         "note": note,
     }
-
-
-def _record(store: MachineStore, result: discovery.Discovery, now: float) -> dict[str, str]:
-    """Record what was found; pin certificates seen for the first time. Notes per host."""
-    pinned = {b.address: b.tls_fingerprint for b in store.list_bmcs()}
-    notes: dict[str, str] = {}
-    for found in result.found:
-        store.record_bmc(
-            Bmc(
-                found.address,
-                ipmi_versions=found.ipmi_versions,
-                auth_types=found.auth_types,
-                iana=found.iana,
-                protocols=found.protocols,
-            ),
-            now,
-        )
-        seen = found.redfish.fingerprint if found.redfish else None
-        if seen is None:
-            continue
-        known = pinned.get(found.address)
-        if known is None:
-            store.pin_bmc_cert(found.address, seen)
-        elif known != seen:
-            notes[found.address] = (
-                "TLS certificate CHANGED since it was pinned (kpc will refuse to talk to it; "
-                f"if the BMC's certificate was replaced: kpc bmc forget-cert {found.address})"
-            )
-    return notes
 
 
 @group.command()
@@ -521,7 +625,7 @@ def discover(
         with c.err.status(f"probing {count} addresses…"):
             result = discovery.run_discover(nets, options, links)
         if site.store is not None:
-            notes = _record(site.store, result, time.time())
+            notes = discovery.record(site.store, result, time.time())
     finally:
         site.close()
     if as_json:
@@ -593,9 +697,15 @@ def _bmc_dict(cand: Candidate, bmc: Bmc | None) -> dict[str, Any]:
         "name": cand.name,
         "source": cand.source,
         "user": cand.user,
+        "protocols": list(bmc.protocols) if bmc else [],
         "ipmi_versions": list(bmc.ipmi_versions) if bmc else [],
         "auth_types": list(bmc.auth_types) if bmc else [],
         "iana": bmc.iana if bmc else None,
+        "tls_fingerprint": bmc.tls_fingerprint if bmc else None,
+        "model": bmc.model if bmc else None,
+        "serial": bmc.serial if bmc else None,
+        "uuid": bmc.uuid if bmc else None,
+        "macs": list(bmc.macs) if bmc else [],
         "last_seen": bmc.last_seen if bmc else None,
         "machine_mac": bmc.machine_mac if bmc else None,
     }
@@ -608,7 +718,7 @@ def list_(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
     site = _site(c)
     try:
         recorded = {b.address: b for b in (site.store.list_bmcs() if site.store else [])}
-        candidates = inventory(site.settings.hosts, list(recorded.values()))
+        candidates = control.candidates(site.settings, None, list(recorded.values()))
     finally:
         site.close()
     rows = [(cand, recorded.get(cand.address)) for cand in candidates]
@@ -619,22 +729,27 @@ def list_(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
         c.out.print("no BMCs known: run 'kpc bmc discover' or list them in bmc.hosts")
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("ADDRESS", "NAME", "SOURCE", "IPMI", "VENDOR (IANA)", "LAST SEEN", "MACHINE"):
+    columns = ("ADDRESS", "NAME", "SOURCE", "PROTOCOLS", "VENDOR", "CERT", "MACS", "LAST SEEN")
+    for column in columns:
         table.add_column(column)
     for cand, bmc in rows:
         table.add_row(
-            cand.label if cand.port != p.RMCP_PORT else cand.address,
+            cand.label,
             escape(cand.name or "-"),
             cand.source,
-            ", ".join(bmc.ipmi_versions) if bmc and bmc.ipmi_versions else "-",
-            p.vendor_name(bmc.iana if bmc else None),
+            ", ".join(bmc.protocols) if bmc and bmc.protocols else "-",
+            p.vendor_name(bmc.iana if bmc else None)
+            if bmc is None or bmc.iana is not None or not bmc.model
+            else escape(bmc.model),
+            f"{bmc.tls_fingerprint[:12]}…" if bmc and bmc.tls_fingerprint else "-",
+            ", ".join(bmc.macs) if bmc and bmc.macs else "-",
             _when(bmc.last_seen if bmc else None),
-            (bmc.machine_mac if bmc else None) or "-",
         )
     c.out.print(table)
 
 
 group.add_typer(power_group, name="power")
+group.add_typer(media_group, name="media")
 
 
 def register(app: typer.Typer) -> None:

@@ -25,39 +25,27 @@ import logging
 import selectors
 import time
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Any
 
 import pyghmi.exceptions as pyghmi_exceptions
 import pyghmi.ipmi.private.session as pyghmi_session
 
 from appliance.bmc import protocol as p
+from appliance.bmc.jobs import (
+    Failure,
+    HostError,
+    HostOutcome,
+    RunOptions,
+    Target,
+    with_timing,
+)
 
 log = logging.getLogger(__name__)
 
 BUSY_BACKOFF = (0.2, 0.4, 0.8, 1.6, 3.2)  # waits before re-sending a command the BMC was busy for
 POLL_INTERVAL = 0.05
 SILENCE = 2.0  # a BMC silent this long at the deadline "stopped answering" (else: "slow")
-
-
-@dataclass(frozen=True)
-class Credentials:
-    user: str
-    password: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class Target:
-    address: str  # an IP address literal
-    credentials: Credentials
-    port: int = p.RMCP_PORT
-    name: str | None = None
-
-    @property
-    def label(self) -> str:
-        where = self.address if self.port == p.RMCP_PORT else f"{self.address}:{self.port}"
-        return f"{self.name} ({where})" if self.name else where
 
 
 @dataclass(frozen=True)
@@ -89,58 +77,6 @@ class CommandError(Exception):
 
 Job = Generator[Command, Response, str]
 JobFactory = Callable[[Target], Job]
-
-
-class Failure(StrEnum):
-    NO_ANSWER = "no answer"
-    BAD_CREDENTIALS = "wrong credentials"
-    BUSY = "BMC busy"
-    NOT_SUPPORTED = "not supported"
-    PARTIAL = "partial success"
-    TIMEOUT = "timed out"
-    ERROR = "error"
-
-
-class HostError(Exception):
-    """A job's own verdict that this host cannot be done (e.g. "the machine is off")."""
-
-    def __init__(self, failure: Failure, message: str) -> None:
-        super().__init__(message)
-        self.failure = failure
-        self.message = message
-
-
-HINTS = {
-    Failure.NO_ANSWER: "check the address, that IPMI over LAN is enabled on the BMC, and that "
-    "UDP 623 is reachable from this host",
-    Failure.BAD_CREDENTIALS: "check bmc.user and the password reference (or KPC_BMC_PASSWORD); "
-    "per-host overrides go in bmc.hosts",
-    Failure.BUSY: "the BMC kept answering 'busy'; retry in a minute",
-    Failure.NOT_SUPPORTED: "the BMC refused the request (see each error); if it lacks the "
-    "feature, use its web UI",
-    Failure.PARTIAL: "some steps were done (see the result); check the machine and retry",
-    Failure.TIMEOUT: "the BMC answers, but too slowly: raise bmc.timeout or --timeout",
-    Failure.ERROR: "see the error; rerun with -v for details",
-}
-
-
-@dataclass(frozen=True)
-class HostOutcome:
-    target: Target
-    ok: bool
-    result: str = ""
-    failure: Failure | None = None
-    error: str | None = None
-    done: tuple[str, ...] = ()  # state-changing commands the BMC confirmed
-    attempts: int = 1
-    elapsed: float = 0.0
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    fanout: int = 50
-    timeout: float = 10.0  # per host, from its first packet to its result
-    attempts: int = 2  # sessions per host (a second one after a lost session)
 
 
 # --- pyghmi plumbing -------------------------------------------------------------------------
@@ -282,7 +218,7 @@ class _Host:
                 self.target.address,
                 creds.user,
                 creds.password,
-                port=self.target.port,
+                port=self.target.effective_port,
                 onlogon=lambda response: self._on_login(generation, response),
                 keepalive=False,
             )
@@ -479,7 +415,7 @@ class _Host:
         self.finished = True
         self._drop_session()
         elapsed = time.monotonic() - self.started
-        self.engine.finished(self, _with(outcome, attempts=self.attempt, elapsed=elapsed))
+        self.engine.finished(self, with_timing(outcome, attempts=self.attempt, elapsed=elapsed))
 
     def _drop_session(self) -> None:
         session, self.session = self.session, None
@@ -505,19 +441,6 @@ def _forget_initting(session: _Session) -> None:
     for key, value in list(initting.items()):
         if value is session:
             del initting[key]
-
-
-def _with(outcome: HostOutcome, *, attempts: int, elapsed: float) -> HostOutcome:
-    return HostOutcome(
-        outcome.target,
-        outcome.ok,
-        outcome.result,
-        outcome.failure,
-        outcome.error,
-        outcome.done,
-        attempts,
-        elapsed,
-    )
 
 
 # --- the loop --------------------------------------------------------------------------------

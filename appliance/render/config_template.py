@@ -87,11 +87,16 @@ provisioning:
   address: {s(values.address)}    # this host's IPv4 address there (nodes fetch from it)
   subnet: {s(values.subnet)}    # the network, in CIDR form; address must be inside it
 
-# The BMCs (IPMI over LAN, UDP 623) of the servers.
+# The BMCs of the servers: IPMI over LAN (UDP 623) and Redfish (HTTPS).
 bmc:
   # Networks to search for BMCs ('kpc bmc discover'), in CIDR form.
   networks: []    # e.g. [10.100.0.0/24]
-  # IPMI user and password for every BMC unless a host entry below overrides it.
+  # Which protocol to speak: auto (Redfish where discovery found it, else IPMI), ipmi, redfish.
+  # protocol: {bmc.protocol}
+  # CA bundle (PEM) that signed the BMCs' HTTPS certificates; without one, each BMC's
+  # certificate is pinned on first use and a changed one is refused ('kpc bmc forget-cert').
+  # ca_bundle: /etc/kpc/bmc-ca.pem
+  # User and password for every BMC unless a host entry below overrides it.
   user: {s(bmc.user)}
   password: {{env: {bmc.password.env}}}    # or {{file: /etc/kpc/secrets/bmc-password}}
   # BMCs that need their own settings:
@@ -100,6 +105,7 @@ bmc:
   #     name: rack1-u21
   #     user: root
   #     password: {{file: /etc/kpc/secrets/rack1-u21}}
+  #     protocol: redfish    # ipmi or redfish, for this host only
   # rate: {bmc.rate}    # discovery packets per second (keep a busy LAN's ARP tables sane)
   # fanout: {bmc.fanout}    # BMCs talked to at the same time
   # timeout: {bmc.timeout}    # seconds to wait for a BMC's answer

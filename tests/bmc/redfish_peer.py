@@ -79,6 +79,7 @@ def start_emulator(
     nics = ", ".join(f"{{'mac': '{mac}'}}" for mac in macs)
     config.write_text(
         f"SUSHY_EMULATOR_AUTH_FILE = {str(htpasswd)!r}\n"
+        f"SUSHY_EMULATOR_STATE_DIR = {str(directory / 'state')!r}\n"  # its own, not shared
         "SUSHY_EMULATOR_FAKE_SYSTEMS = [{"
         f"'uuid': {system!r}, 'name': 'fake-{port}', 'power_state': {power!r}, "
         f"'nics': [{nics}]}}]\n"

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.bmc import power
+from appliance.bmc import ipmi_jobs as power
 from appliance.bmc import protocol as p
-from appliance.drivers.ipmi import (
-    Command,
-    CommandError,
-    Credentials,
-    Failure,
-    HostError,
-    Job,
-    Response,
-    Target,
-)
+from appliance.bmc.actions import BootDevice, PowerAction
+from appliance.bmc.jobs import Credentials, Failure, HostError, Target
+from appliance.drivers.ipmi import Command, CommandError, Job, Response
 
 TARGET = Target("192.0.2.1", Credentials("admin", "x"))
 ON, OFF = Response(0, b"\x01\x00\x00"), Response(0, b"\x00\x00\x00")
@@ -54,7 +47,7 @@ def test_pxe_on_a_machine_that_is_off_powers_it_on() -> None:
 
 
 def test_persistent_disk_boot() -> None:
-    asked, result = play(power.bootdev_job(power.BootDevice.DISK, persistent=True)(TARGET), [OK])
+    asked, result = play(power.bootdev_job(BootDevice.DISK, persistent=True)(TARGET), [OK])
     assert asked[0].data == bytes((5, 0xC0, 8, 0, 0, 0))
     assert result == "boot device disk (every boot)"
 
@@ -62,17 +55,17 @@ def test_persistent_disk_boot() -> None:
 @pytest.mark.parametrize(
     ("action", "state", "expected_commands", "result"),
     [
-        (power.PowerAction.STATUS, ON, [], "on"),
-        (power.PowerAction.ON, ON, [], "already on"),
-        (power.PowerAction.ON, OFF, [b"\x01"], "powered on"),
-        (power.PowerAction.OFF, ON, [b"\x00"], "powered off"),
-        (power.PowerAction.OFF, OFF, [], "already off"),
-        (power.PowerAction.CYCLE, ON, [b"\x02"], "power cycled"),
-        (power.PowerAction.RESET, ON, [b"\x03"], "reset"),
+        (PowerAction.STATUS, ON, [], "on"),
+        (PowerAction.ON, ON, [], "already on"),
+        (PowerAction.ON, OFF, [b"\x01"], "powered on"),
+        (PowerAction.OFF, ON, [b"\x00"], "powered off"),
+        (PowerAction.OFF, OFF, [], "already off"),
+        (PowerAction.CYCLE, ON, [b"\x02"], "power cycled"),
+        (PowerAction.RESET, ON, [b"\x03"], "reset"),
     ],
 )
 def test_power_actions(
-    action: power.PowerAction,
+    action: PowerAction,
     state: Response,
     expected_commands: list[bytes],
     result: str,
@@ -84,8 +77,8 @@ def test_power_actions(
     assert got == result
 
 
-@pytest.mark.parametrize("action", [power.PowerAction.CYCLE, power.PowerAction.RESET])
-def test_reset_and_cycle_refuse_a_machine_that_is_off(action: power.PowerAction) -> None:
+@pytest.mark.parametrize("action", [PowerAction.CYCLE, PowerAction.RESET])
+def test_reset_and_cycle_refuse_a_machine_that_is_off(action: PowerAction) -> None:
     job = power.power_job(action)(TARGET)
     next(job)
     with pytest.raises(HostError) as info:

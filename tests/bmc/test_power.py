@@ -40,7 +40,7 @@ def test_power_status_on_off(sims: Sims, tmp_path: Path) -> None:
 
     code, out, err = kpc(config, "bmc", "power", "on", "127.44.2.10", "127.44.2.11", "--yes")
     assert code == 0, err
-    assert "127.44.2.10  powered on" in out and "127.44.2.11  powered on" in out
+    assert "127.44.2.10  ipmi  powered on" in out and "127.44.2.11  ipmi  powered on" in out
     assert "2 ok, 0 failed" in err
 
     code, out, _ = kpc(config, "bmc", "power", "status", *hosts, "--json")
@@ -169,9 +169,9 @@ def test_table_and_hints(sims: Sims, tmp_path: Path) -> None:
     code, out, err = kpc(config, "bmc", "power", "status", "b", "127.44.4.10", "--timeout", "3")
     assert code == 1
     lines = out.splitlines()
-    assert lines[0].split() == ["HOST", "RESULT", "ERROR"]
+    assert lines[0].split() == ["HOST", "VIA", "RESULT", "ERROR"]
     assert "b (127.44.4.11)" in out and "wrong credentials: login refused" in out
-    assert lines[2].split() == ["127.44.4.10", "off"]
+    assert lines[2].split() == ["127.44.4.10", "ipmi", "off"]
     assert "error: 1 of 2 BMCs failed" in err
     assert "hint: wrong credentials: check bmc.user and the password reference" in err
 
@@ -225,7 +225,7 @@ def test_dry_run_and_refused_confirmation_send_nothing(sims: Sims, tmp_path: Pat
     code, out, err = kpc(config, "pxe-all", "--dry-run", env={"KPC_BMC_PASSWORD": None})
     assert code == 0, err
     assert "dry run: nothing is sent" in out
-    assert "node-1 (127.44.7.10)  admin" in out and "set one-time PXE boot" in out
+    assert "node-1 (127.44.7.10)  ipmi  admin" in out and "set one-time PXE boot" in out
 
     result = runner.invoke(app, ["-c", str(config), "pxe-all"], env=ENV, input="n\n")
     assert result.exit_code == 3

@@ -1,8 +1,8 @@
-"""Power and boot-device control of many machines: what each host is asked, in order.
+"""IPMI power and boot-device control: what each host is asked, in order.
 
-Each action is a job (see ``appliance.drivers.ipmi``): a generator that yields IPMI
-commands and decides the next one from the answers. The jobs are pure; the driver runs
-them over the network, in parallel, with timeouts and retries.
+Each action (``appliance.bmc.actions``) is a job (see ``appliance.drivers.ipmi``): a
+generator that yields IPMI commands and decides the next one from the answers. The jobs are
+pure; the driver runs them over the network, in parallel, with timeouts and retries.
 
 - ``status``: Get Chassis Status.
 - ``on`` / ``off``: nothing if the machine is already so, else Chassis Control.
@@ -13,35 +13,10 @@ them over the network, in parallel, with timeouts and retries.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from enum import StrEnum
-
 from appliance.bmc import protocol as p
-from appliance.drivers.ipmi import (
-    Command,
-    Failure,
-    HostError,
-    HostOutcome,
-    Job,
-    JobFactory,
-    RunOptions,
-    Target,
-    run_jobs,
-)
-
-
-class PowerAction(StrEnum):
-    STATUS = "status"
-    ON = "on"
-    OFF = "off"
-    CYCLE = "cycle"
-    RESET = "reset"
-
-
-class BootDevice(StrEnum):
-    PXE = "pxe"
-    DISK = "disk"
-
+from appliance.bmc.actions import Action, BootDevice, BootMode, Kind, PowerAction
+from appliance.bmc.jobs import Failure, HostError, Target
+from appliance.drivers.ipmi import Command, Job, JobFactory
 
 GET_STATUS = Command(p.NETFN_CHASSIS, p.CMD_GET_CHASSIS_STATUS, label="read power state")
 
@@ -65,9 +40,14 @@ RESET = chassis_control(p.CHASSIS_HARD_RESET, "reset", repeatable=False)
 _SELECTORS = {BootDevice.PXE: p.BOOT_DEVICE_PXE, BootDevice.DISK: p.BOOT_DEVICE_DISK}
 
 
-def set_boot_device(device: BootDevice, *, persistent: bool) -> Command:
-    """Set System Boot Options (§28.12), parameter 5: boot flags valid, device selector."""
+def set_boot_device(
+    device: BootDevice, *, persistent: bool, mode: BootMode | None = None
+) -> Command:
+    """Set System Boot Options (§28.12), parameter 5: boot flags valid, device selector
+    (and the EFI boot type bit when a mode is given)."""
     flags = p.BOOT_FLAGS_VALID | (p.BOOT_FLAGS_PERSISTENT if persistent else 0)
+    if mode is BootMode.UEFI:
+        flags |= p.BOOT_FLAGS_EFI
     selector = _SELECTORS[device] << p.BOOT_DEVICE_SHIFT
     when = "every boot" if persistent else "next boot"
     return Command(
@@ -119,8 +99,10 @@ def power_job(action: PowerAction) -> JobFactory:
     return job
 
 
-def bootdev_job(device: BootDevice, *, persistent: bool) -> JobFactory:
-    command = set_boot_device(device, persistent=persistent)
+def bootdev_job(
+    device: BootDevice, *, persistent: bool, mode: BootMode | None = None
+) -> JobFactory:
+    command = set_boot_device(device, persistent=persistent, mode=mode)
 
     def job(target: Target) -> Job:
         yield command
@@ -140,26 +122,23 @@ def pxe_job(target: Target) -> Job:
     return "PXE boot: powered on"
 
 
-def describe(action: str) -> str:
-    """What an action will do, for confirmations and --dry-run."""
-    return {
-        "status": "read the power state",
-        "on": "power on (if off)",
-        "off": "power off (hard, if on)",
-        "cycle": "power-cycle (if on)",
-        "reset": "hard reset (if on)",
-        "pxe": "set one-time PXE boot, then reset (or power on if off)",
-    }.get(action, action)
+def unsupported(why: str) -> JobFactory:
+    def job(target: Target) -> Job:
+        raise HostError(Failure.NOT_SUPPORTED, why)
+        yield GET_STATUS  # a generator that never yields
+
+    return job
 
 
-def run(
-    targets: Iterable[Target],
-    factory: JobFactory,
-    options: RunOptions,
-    on_result: Callable[[HostOutcome], None] | None = None,
-) -> list[HostOutcome]:
-    """Run ``factory``'s job on every target; outcomes sorted like the targets."""
-    ordered = list(targets)
-    outcomes = run_jobs(((t, factory) for t in ordered), options, on_result)
-    position = {id(t): i for i, t in enumerate(ordered)}
-    return sorted(outcomes, key=lambda o: position.get(id(o.target), len(position)))
+def job_for(action: Action) -> JobFactory:
+    """The IPMI job of a protocol-neutral action."""
+    if action.kind is Kind.POWER:
+        return power_job(action.power or PowerAction.STATUS)
+    if action.kind is Kind.PXE:
+        return pxe_job
+    if action.kind is Kind.BOOTDEV and action.device in _SELECTORS:
+        assert action.device is not None
+        return bootdev_job(action.device, persistent=action.persistent, mode=action.mode)
+    if action.kind is Kind.BOOTDEV:
+        return unsupported(f"boot device {action.device} is offered over Redfish only")
+    return unsupported(f"{action.kind.value} needs Redfish (this BMC is driven over IPMI)")
