@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from appliance.bmc.actions import Action
 from appliance.bmc.jobs import Credentials, HostOutcome, Protocol, RunOptions, Target, Tls
@@ -49,14 +49,23 @@ def choose(
     targets: Sequence[str],
     only: Sequence[str],
     exclude: Sequence[str],
+    recorded: Sequence[Bmc] = (),
 ) -> list[Candidate]:
+    """The BMCs to act on. A BMC given by address that the registry only holds a pinned
+    certificate for (never discovered, so not in the default set) keeps its pin."""
     chosen = select(known, targets, only=only, exclude=exclude)
     if not chosen:
         raise UsageError(
             "no BMCs to act on",
             hint="list them in bmc.hosts, run 'kpc bmc discover', or give addresses",
         )
-    return chosen
+    pins = {b.address: b.tls_fingerprint for b in recorded if b.tls_fingerprint}
+    return [
+        replace(c, fingerprint=pins[c.address])
+        if c.fingerprint is None and c.address in pins
+        else c
+        for c in chosen
+    ]
 
 
 def protocol_of(candidate: Candidate, forced: Protocol | None, default: str) -> Protocol:
@@ -157,9 +166,6 @@ def record(store: MachineStore, outcomes: Sequence[HostOutcome], now: float) -> 
     known = {b.address for b in store.list_bmcs()}
     for outcome in outcomes:
         address = outcome.target.address
-        if address not in known and outcome.ok:  # a BMC given by address: now known
-            store.record_bmc(Bmc(address, protocols=(outcome.target.protocol.value,)), now)
-            known.add(address)
         if outcome.seen_fingerprint is not None:
             store.pin_bmc_cert(address, outcome.seen_fingerprint)
             notes.append(
@@ -168,6 +174,9 @@ def record(store: MachineStore, outcomes: Sequence[HostOutcome], now: float) -> 
             )
         found = outcome.inventory
         if found is not None:
+            if address not in known:  # inventory asked of a BMC given by address
+                store.record_bmc(Bmc(address, protocols=(outcome.target.protocol.value,)), now)
+                known.add(address)
             store.record_bmc_inventory(
                 address,
                 model=found.model,

@@ -74,9 +74,15 @@ def inventory(hosts: Sequence[BmcHost], discovered: Sequence[Bmc]) -> list[Candi
             macs=b.macs,
         )
         for b in discovered
-        if b.address not in known
+        if b.address not in known and not _only_a_pin(b)
     ]
     return out
+
+
+def _only_a_pin(bmc: Bmc) -> bool:
+    """A record made only by pinning the certificate of a BMC given by address (never
+    discovered): not part of the default set of BMCs."""
+    return bmc.tls_fingerprint is not None and bmc.first_seen is None and not bmc.protocols
 
 
 def _address(text: str) -> tuple[str, int | None] | None:

@@ -255,8 +255,11 @@ def _act(ctx: typer.Context, o: _Common, action: Action, warning: str = "") -> N
         raise UsageError(f"--ca-bundle {o.ca_bundle}: no such file")
     site = _site(c)
     try:
-        chosen = control.choose(control.candidates(site.settings, site.store), o.targets,
-                                o.only, o.exclude)  # fmt: skip
+        recorded = site.store.list_bmcs() if site.store is not None else []
+        chosen = control.choose(
+            control.candidates(site.settings, None, recorded), o.targets, o.only, o.exclude,
+            recorded,
+        )  # fmt: skip
         if o.dry_run:
             _plan(c, chosen, site, o.user, action, o.protocol, o.as_json)
             return

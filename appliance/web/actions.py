@@ -13,10 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.bmc import power
-from appliance.bmc.targets import Candidate, inventory
+from appliance.bmc import actions, control
+from appliance.bmc.actions import Action, PowerAction
+from appliance.bmc.jobs import HostOutcome, RunOptions, Target
+from appliance.bmc.targets import Candidate
 from appliance.config import SiteConfig
-from appliance.drivers.ipmi import Credentials, HostOutcome, JobFactory, RunOptions, Target
 from appliance.errors import KpcError, SecretError, UsageError
 from appliance.state.model import BootMode, EventKind, Machine
 from appliance.state.store import MachineStore
@@ -26,7 +27,7 @@ from appliance.state.store import MachineStore
 class Spec:
     label: str  # the button
     boot: BootMode | None = None
-    power: str | None = None  # a power.describe() action name
+    power: str | None = None  # a PowerAction value, or "pxe"
 
 
 ACTIONS: Mapping[str, Spec] = {
@@ -56,11 +57,15 @@ class Result:
     dry_run: bool
 
 
-Runner = Callable[[Sequence[Target], JobFactory, RunOptions], list[HostOutcome]]
+Runner = Callable[[Sequence[Target], Action, RunOptions], list[HostOutcome]]
+
+
+def _action(name: str) -> Action:
+    return actions.PXE if name == "pxe" else actions.power(PowerAction(name))
 
 
 def _bmc_of(machine: Machine, config: SiteConfig, store: MachineStore) -> Candidate:
-    known = inventory(config.bmc.hosts, store.list_bmcs())
+    known = control.candidates(config.bmc, store)
     for candidate in known:
         if candidate.name == machine.mac or (
             machine.bmc_address and candidate.address == machine.bmc_address
@@ -97,20 +102,22 @@ def plan(action: str, machine: Machine, config: SiteConfig, store: MachineStore)
     return Plan(
         action,
         machine.mac,
-        f"{power.describe(spec.power)} {name} via BMC {bmc.label}",
+        f"{_action(spec.power).describe()} {name} via BMC {bmc.label}",
         warning,
         bmc,
     )
 
 
 def _target(candidate: Candidate, config: SiteConfig, environ: Mapping[str, str]) -> Target:
-    ref = candidate.password or config.bmc.password
-    try:
-        password = ref.resolve(environ)
-    except SecretError as exc:
-        raise SecretError(f"BMC {candidate.label}: {exc.message}", hint=exc.hint) from None
-    user = candidate.user or config.bmc.user
-    return Target(candidate.address, Credentials(user, password), candidate.port, candidate.name)
+    def password_for(chosen: Candidate) -> str:
+        ref = chosen.password or config.bmc.password
+        try:
+            return ref.resolve(environ)
+        except SecretError as exc:
+            raise SecretError(f"BMC {chosen.label}: {exc.message}", hint=exc.hint) from None
+
+    (target,) = control.resolve([candidate], config.bmc, user=None, password_for=password_for)
+    return target
 
 
 def perform(
@@ -121,7 +128,7 @@ def perform(
     config: SiteConfig,
     store: MachineStore,
     environ: Mapping[str, str],
-    runner: Runner = power.run,
+    runner: Runner = control.run,
     clock: Callable[[], float] = time.time,
 ) -> Result:
     """Run (or dry-run) a planned action and audit it. Errors are audited, then raised."""
@@ -150,10 +157,7 @@ def perform(
         assert spec.power is not None and chosen.bmc is not None
         target = _target(chosen.bmc, config, environ)
         options = RunOptions(fanout=1, timeout=config.bmc.timeout)
-        factory = (
-            power.pxe_job if spec.power == "pxe" else power.power_job(power.PowerAction(spec.power))
-        )
-        (outcome,) = runner([target], factory, options)
+        (outcome,) = runner([target], _action(spec.power), options)
     except KpcError as exc:
         record(False, f"failed: {exc.message}")
         raise
