@@ -362,6 +362,15 @@ def _media_action(path: str, device: Mapping[str, Any], name: str) -> str | None
     return str(action["target"]) if isinstance(action, dict) and action.get("target") else None
 
 
+def _eject(member: str, device: Mapping[str, Any]) -> Request:
+    """The EjectMedia action, or a PATCH on BMCs that predate the actions."""
+    eject = _media_action(member, device, "EjectMedia")
+    if eject is None:
+        body = {"Image": None, "Inserted": False}
+        return Request("PATCH", member, body, label="eject media", changes_state=True)
+    return Request("POST", eject, {}, label="eject media", changes_state=True)
+
+
 def media_insert_job(image: str, *, boot: bool) -> JobFactory:
     def job(target: Target) -> Job:
         path, document = yield from system()
@@ -370,14 +379,7 @@ def media_insert_job(image: str, *, boot: bool) -> JobFactory:
             if device.get("Image") == image:
                 done = "already inserted"
             else:
-                eject = _media_action(member, device, "EjectMedia")
-                if eject is None:
-                    yield Request(
-                        "PATCH", member, {"Image": None, "Inserted": False}, label="eject media",
-                        changes_state=True,
-                    )  # fmt: skip
-                else:
-                    yield Request("POST", eject, {}, label="eject media", changes_state=True)
+                yield _eject(member, device)
                 done = ""
         else:
             done = ""
@@ -402,14 +404,7 @@ def media_eject_job(target: Target) -> Job:
     member, device = yield from _virtual_media(path, document)
     if not device.get("Inserted"):
         return Done("nothing inserted")
-    eject = _media_action(member, device, "EjectMedia")
-    if eject is None:
-        yield Request(
-            "PATCH", member, {"Image": None, "Inserted": False}, label="eject media",
-            changes_state=True,
-        )  # fmt: skip
-    else:
-        yield Request("POST", eject, {}, label="eject media", changes_state=True)
+    yield _eject(member, device)
     return Done("ejected")
 
 
