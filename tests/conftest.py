@@ -8,11 +8,13 @@ CI must run every test.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,23 +47,58 @@ def require_docker() -> None:
         missing("no Docker engine is running (start dockerd)")
 
 
+class GaveUp(AssertionError):
+    """Raised by a ``wait_for`` condition when what it waits on can no longer happen (the
+    process it waits on died): the wait fails at once instead of at its deadline."""
+
+
 def wait_for(
-    condition: Callable[[], object], timeout: float, what: str, interval: float = 0.1
+    condition: Callable[[], object],
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    *,
+    alive: subprocess.Popen[Any] | Sequence[subprocess.Popen[Any]] = (),
 ) -> object:
-    """Poll ``condition`` until it returns something truthy, or fail naming ``what``."""
+    """Poll ``condition`` until it returns something truthy, or fail naming ``what``.
+
+    Other exceptions from ``condition`` count as "not yet" (a server not listening yet) and
+    the last one is reported at the deadline. An AssertionError (``GaveUp`` says it best)
+    fails the wait at once, and so does any process in ``alive`` that has exited: a dead
+    server costs nothing, not the whole timeout.
+    """
+    processes = [alive] if isinstance(alive, subprocess.Popen) else list(alive)
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
-    while time.monotonic() < deadline:
+    while True:
+        # looked at before the condition: a process that died after doing what was waited
+        # for (a VM that powers off after printing its last line) still counts as success
+        dead = [process for process in processes if process.poll() is not None]
         try:
             value = condition()
+        except AssertionError:
+            raise
         except Exception as exc:
             last_error = exc
         else:
             if value:
                 return value
+        if dead:
+            raise GaveUp(
+                f"gave up waiting for {what}: {_program(dead[0])} exited with status "
+                f"{dead[0].returncode}"
+            )
+        if time.monotonic() >= deadline:
+            break
         time.sleep(interval)
     detail = f" (last error: {last_error})" if last_error else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}")
+
+
+def _program(process: subprocess.Popen[Any]) -> str:
+    args = process.args
+    words = [str(args)] if isinstance(args, str | bytes | os.PathLike) else [str(a) for a in args]
+    return shlex.join(words)[:120]
 
 
 @pytest.fixture

@@ -194,6 +194,7 @@ def test_serve_runs_the_real_service(site: Path, tmp_path: Path) -> None:
             lambda: urllib.request.urlopen(f"{url}/healthz", timeout=1).read() == b"ok\n",
             20,
             "kpc bootcfg serve to answer /healthz",
+            alive=proc,
         )
         with urllib.request.urlopen(f"{url}/ignition?mac={MAC}", timeout=5) as resp:
             config = json.loads(resp.read())

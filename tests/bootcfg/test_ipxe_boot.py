@@ -100,7 +100,7 @@ def test_bios_local_boot_reaches_the_disk_through_sanboot(
     local_machine: Server, qemu: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     log = start(qemu, local_machine, tmp_path, [], ["-boot", "strict=on"])
-    wait_for(lambda: MARKER in serial_text(log), 90, "the local disk's MBR to run")
+    wait_for(lambda: MARKER in serial_text(log), 90, "the local disk's MBR to run", alive=qemu)
     machine = local_machine.store.get(MAC)
     assert machine is not None
     assert machine.last_endpoint == "ipxe"  # /boot.ipxe chained to /ipxe with the MAC
@@ -112,10 +112,12 @@ def test_bios_control_without_local_boot_never_reaches_the_disk(
     """Same machine in boot mode install: the (missing) kernel fails, iPXE gives up, and the
     strict boot order keeps the firmware off the disk: so the test above proves sanboot."""
     log = start(qemu, server, tmp_path, [], ["-boot", "strict=on"])
-    wait_for(lambda: server.store.get(MAC) is not None, 90, "the machine to ask for /ipxe")
+    wait_for(
+        lambda: server.store.get(MAC) is not None, 90, "the machine to ask for /ipxe", alive=qemu
+    )
     # in the test above the MBR runs within a second of /ipxe; give it ten here
-    with pytest.raises(AssertionError):
-        wait_for(lambda: MARKER in serial_text(log), 10, "the disk not to be booted")
+    with pytest.raises(AssertionError, match="timed out"):  # not: QEMU died
+        wait_for(lambda: MARKER in serial_text(log), 10, "the disk not to be booted", alive=qemu)
 
 
 def test_uefi_local_boot_hands_control_back_to_the_firmware(
@@ -137,7 +139,7 @@ def test_uefi_local_boot_hands_control_back_to_the_firmware(
         ours = text.find(b"kpc: boot mode is local")
         return ours >= 0 and b"BdsDxe" in text[ours:]
 
-    wait_for(firmware_moved_on, 120, "OVMF to take over after iPXE's exit")
+    wait_for(firmware_moved_on, 120, "OVMF to take over after iPXE's exit", alive=qemu)
     text = serial_text(log)
     assert b"boot.ipxe" in text
     assert b"sanboot" not in text  # the BIOS branch was skipped

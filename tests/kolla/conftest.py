@@ -105,7 +105,7 @@ class LocalRegistry:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                 return True
 
-        wait_for(answers, 20, f"docker-registry on {self.address}")
+        wait_for(answers, 20, f"docker-registry on {self.address}", alive=self.proc)
         return self
 
     def stop(self) -> None:

@@ -76,7 +76,7 @@ def test_lab_down_cleans_up_after_a_killed_lab_up(lab_dir: Path, subreaper: None
         return any(r["kind"] == "process" for r in state["resources"])
 
     try:
-        wait_for(supervisor_recorded, 120, "kpc lab up to start the lab's supervisor")
+        wait_for(supervisor_recorded, 120, "kpc lab up to start the lab's supervisor", alive=proc)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -168,6 +168,7 @@ def lab_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabNet]:
             lambda: log.exists() and "DHCP, IP range" in log.read_text(),
             10,
             "the site router's DHCP server",
+            alive=router,
         )
         yield LabNet(HOST_VETH, HOST_IP, SUBNET, log)
     finally:

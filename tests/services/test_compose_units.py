@@ -222,7 +222,7 @@ def test_a_unit_really_runs_its_container(built_images: dict[str, Any], tmp_path
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2) as reply:
                 return reply.status == 200
 
-        wait_for(answers, 30, "the registry started by its systemd unit")
+        wait_for(answers, 30, "the registry started by its systemd unit", alive=proc)
         labels = subprocess.run(
             ["docker", "inspect", "--format", "{{json .Config.Labels}}", f"{prefix}-registry"],
             capture_output=True, text=True, check=True,
