@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 SSH_PORT = 22  # RFC 4253 section 4.1 (IANA well-known port)
 READ_CHUNK = 32768
 POLL = 0.2  # seconds between checks for an exit status, a timeout or a cancellation
+STOP_GRACE = 1.0  # seconds a command given up on has after TERM, then after KILL
 MAX_CAPTURE = 4 * 1024 * 1024  # bytes kept per output stream; older output is dropped
 # Host key algorithms that may carry a recorded key of each type (RFC 8332 for RSA).
 KEY_ALGORITHMS: dict[str, tuple[str, ...]] = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
@@ -273,6 +274,7 @@ class Session:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise self._lost(exc) from None
         finally:
+            self._stop(channel)
             channel.close()
 
     def timed_reply(
@@ -291,6 +293,7 @@ class Session:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise self._lost(exc) from None
         finally:
+            self._stop(channel)
             channel.close()
 
     def _timed_on(
@@ -328,6 +331,33 @@ class Session:
         if sent is None:
             return TimedReply(before.decode("utf-8", "replace"), status, None, None)
         return TimedReply(after.decode("utf-8", "replace"), status, sent, received or time.time())
+
+    def _stop(self, channel: paramiko.Channel) -> None:
+        """Stop the channel's command if it is still running (given up on: cancelled, timed
+        out, or its output callback raised). Closing the channel alone would leave a command
+        that writes nothing running on the node. A "signal" request (RFC 4254 section 6.9;
+        OpenSSH sends it to the command's whole process group): TERM, then KILL."""
+        for name in ("TERM", "KILL"):
+            if channel.closed or channel.eof_received or channel.exit_status_ready():
+                return
+            message = paramiko.Message()
+            message.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+            message.add_int(channel.remote_chanid)
+            message.add_string("signal")
+            message.add_boolean(False)
+            message.add_string(name)
+            try:
+                self._transport._send_user_message(message)  # type: ignore[attr-defined]
+            except (paramiko.SSHException, OSError, EOFError):
+                return  # the connection is gone: sshd ends the session itself
+            log.debug("%s: sent SIG%s to a command given up on", self.where, name)
+            deadline = time.monotonic() + STOP_GRACE
+            while time.monotonic() < deadline and not (channel.closed or channel.eof_received):
+                select.select([channel.fileno()], [], [], POLL)
+                while channel.recv_ready():
+                    channel.recv(READ_CHUNK)  # keep the window open for its last words
+                while channel.recv_stderr_ready():
+                    channel.recv_stderr(READ_CHUNK)
 
     def _wait(self, wake: int, deadline: float, timeout: float, command: str) -> None:
         """Sleep until the channel has news, at most POLL seconds (the pipe wakes us on data

@@ -9,9 +9,12 @@ waited for in the fixture's finalizer. Logins are as root (loopback only,
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +73,7 @@ class SshdFarm:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.servers: list[Sshd] = []
+        self.scratch: list[Path] = []
 
     def start(
         self,
@@ -80,15 +84,25 @@ class SshdFarm:
         host_key: Path | None = None,
         path: str | None = None,
         wait: bool = True,
+        login: str = "root",
     ) -> Sshd:
-        """An sshd accepting the public halves of ``authorized`` for root. ``path``
-        replaces the session PATH (to hide programs such as docker)."""
+        """An sshd accepting the public halves of ``authorized`` for ``login``. ``path``
+        replaces the session PATH (to hide programs such as docker). A ``login`` other than
+        root is an existing system account (nobody) given /bin/sh, in a private mount
+        namespace: OpenSSH runs an unprivileged user's session as a real node would (with
+        privilege separation, which e.g. its "signal" requests need)."""
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
         workdir = self.root / f"sshd-{address}-{port}-{len(self.servers)}"
         workdir.mkdir(parents=True)
         key = host_key or keygen(workdir / "host_ed25519")
         auth = workdir / "authorized_keys"
+        if login != "root":  # sshd reads it as the user: not under pytest's private tmp
+            shared = Path(tempfile.mkdtemp(prefix="kpcH-sshd-"))
+            shared.chmod(0o755)
+            self.scratch.append(shared)
+            auth = shared / "authorized_keys"
         auth.write_text("".join(Path(f"{k}.pub").read_text() for k in authorized))
+        auth.chmod(0o644)
         lines = [
             f"ListenAddress {address}:{port}",
             f"HostKey {key}",
@@ -109,12 +123,23 @@ class SshdFarm:
         config = workdir / "sshd_config"
         config.write_text("\n".join(lines) + "\n")
         server = Sshd(address, port, key, workdir)
+        argv = [*PID_NAMESPACE, SSHD, "-D", "-e", "-f", str(config)]
+        if login != "root":
+            passwd = workdir / "passwd"
+            passwd.write_text(
+                "".join(
+                    ":".join([*line.split(":")[:5], "/", "/bin/sh"]) + "\n"
+                    if line.split(":")[0] == login
+                    else line + "\n"
+                    for line in Path("/etc/passwd").read_text().splitlines()
+                )
+            )
+            sshd = shlex.join(argv[len(PID_NAMESPACE) :])
+            script = f"mount --bind {passwd} /etc/passwd && exec {sshd}"
+            argv = [*PID_NAMESPACE, "--mount", "--propagation", "private", "sh", "-c", script]
         with server.log.open("wb") as log:
             server.process = subprocess.Popen(
-                [*PID_NAMESPACE, SSHD, "-D", "-e", "-f", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
         self.servers.append(server)
         if wait:
@@ -212,6 +237,8 @@ class SshdFarm:
     def close(self) -> None:
         for server in self.servers:
             self.stop(server)
+        for directory in self.scratch:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def children(pid: int) -> list[int]:

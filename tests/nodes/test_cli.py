@@ -266,10 +266,11 @@ def test_exec_timeout(
     server = farm.start("127.0.7.171", [client_keys["good"]])
     ready(store, mac_for(0x71), server.address, "slow")
     # a command that ends by itself (SIGPIPE) once kpc has hung up, so nothing outlives the test
+    # (5 s: the login shell must have started and printed before the timeout, on a busy box)
     loop = "while :; do echo tick; sleep 0.1; done"
-    code, out, err = kpc(config, "nodes", "exec", "--timeout", "0.5", "--", loop)
+    code, out, err = kpc(config, "nodes", "exec", "--timeout", "5", "--", loop)
     assert code == 1
-    assert "slow | tick" in out
+    assert "slow | tick" in out, (out, err)
     assert "slow (52:54:00:07:00:71): timeout: 127.0.7.171:2222: command did not finish" in err
 
 
