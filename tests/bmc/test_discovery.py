@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
-import time
+import socket
+import struct
 from pathlib import Path
 
 import pytest
@@ -43,14 +45,41 @@ def test_sweep_finds_exactly_the_live_ones(live: list[str]) -> None:
     assert by_address["127.44.1.10"].iana == 4542
 
 
-def test_rate_paces_the_probes(live: list[str]) -> None:
-    small = ipaddress.IPv4Network("127.44.1.0/27")  # 30 addresses, 60 first probes
-    started = time.monotonic()
-    result = discovery.run_sweep([small], discovery.SweepOptions(rate=100, timeout=0.2, retries=0))
-    assert time.monotonic() - started >= 0.5  # 60 packets at 100/s: at least ~0.6 s
-    assert [f.address for f in result.found] == [
-        a for a in live if ipaddress.ip_address(a) in small
+SO_TIMESTAMPNS = 35  # linux/socket.h: the kernel stamps each datagram when it arrives
+TIMESPEC = struct.Struct("@qq")
+
+
+def test_rate_paces_the_probes() -> None:
+    """At ``rate`` packets/s, no more than rate * t + a burst of one probe pair has left
+    after t seconds. Measured by the kernel's arrival stamps on a socket of the test's own
+    (load on this machine can only space packets further apart, never close them up)."""
+    rate = 100
+    small = ipaddress.IPv4Network("127.44.2.0/27")  # 30 addresses, nothing else there
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as catcher:
+        catcher.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        catcher.bind(("0.0.0.0", 0))  # every 127.44.2.x:port arrives here, over loopback
+        port = catcher.getsockname()[1]
+        result = discovery.run_sweep(
+            [small], discovery.SweepOptions(rate=rate, timeout=0.1, retries=0, port=port)
+        )
+        catcher.setblocking(False)
+        stamps = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                _data, ancillary, _flags, _addr = catcher.recvmsg(512, 64)
+                (level, kind, raw) = ancillary[0]
+                assert (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPNS)
+                seconds, nanoseconds = TIMESPEC.unpack(raw[: TIMESPEC.size])
+                stamps.append(seconds + nanoseconds / 1e9)
+    assert result.found == [] and result.packets == 60
+    assert len(stamps) == 60  # a presence ping and an auth-caps request per address
+    first = stamps[0]
+    too_early = [
+        (n, round(stamp - first, 4))
+        for n, stamp in enumerate(stamps, start=1)
+        if n > (stamp - first) * rate + 4  # the sender's burst: one pair, rounded up twice
     ]
+    assert not too_early, f"packets sent faster than {rate}/s (count, seconds): {too_early}"
 
 
 def test_cli_discover_records_and_lists(live: list[str], tmp_path: Path) -> None:

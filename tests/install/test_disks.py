@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -351,7 +352,14 @@ def test_this_hosts_real_lsblk_output_parses() -> None:
     ).stdout
     devices = parse_lsblk(out)
     assert devices, "lsblk listed no block devices"
-    assert all(d.size >= 0 and d.path.startswith("/dev/") for d in devices)
+    checked = 0
+    for d in devices:  # each size as the kernel counts it (512-byte sectors in sysfs)
+        assert d.path.startswith("/dev/"), d
+        sectors = Path("/sys/class/block", Path(d.path).name, "size")
+        if sectors.exists():
+            assert d.size == int(sectors.read_text()) * 512, d
+            checked += 1
+    assert checked, devices
 
 
 def test_the_disk_under_a_chroot_is_refused_though_no_mount_shows_it() -> None:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,9 @@ def test_up_again_changes_nothing(stack: Stack) -> None:
 
 
 def test_status_shows_every_service(stack: Stack) -> None:
+    asked = datetime.now(UTC)
     result = kpc(stack.config, "status", "--json")
+    answered = datetime.now(UTC)
     assert result.exit_code == 0, result.output
     statuses = {s["service"]: s for s in json.loads(result.stdout)}
     assert set(statuses) == {"registry", "bootcfg", "dnsmasq"}
@@ -57,7 +60,12 @@ def test_status_shows_every_service(stack: Stack) -> None:
         assert status["container"] == stack.name(service)
         assert status["image"] == f"kpcb/{service}:latest"
         assert status["problem"] is None and status["outdated"] is False
-        assert status["uptime_seconds"] >= 0
+        # started when Docker says, and up for as long as that was before the status call
+        started = docker("inspect", "-f", "{{.State.StartedAt}}", stack.name(service)).stdout
+        started_at = datetime.fromisoformat(status["started_at"])
+        assert abs(started_at - datetime.fromisoformat(started.strip())) < timedelta(seconds=1)
+        up = timedelta(seconds=status["uptime_seconds"])
+        assert asked - started_at - timedelta(seconds=1) <= up <= answered - started_at
     registry_port = stack.data["registry"]["port"]
     assert statuses["registry"]["ports"] == [f"127.0.0.1:{registry_port}->5000/tcp"]
     assert statuses["dnsmasq"]["ports"] == ["host-network"]
