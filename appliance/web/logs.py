@@ -33,7 +33,7 @@ class Run:
 @dataclass(frozen=True)
 class RunView:
     run: Run
-    status: str  # "failed", "finished" or "running or interrupted"
+    status: str  # "failed", "finished", "running or interrupted" (", with failed tasks")
     task: str  # the last task Ansible started
     failures: tuple[Failure, ...]
     tail: tuple[str, ...]
@@ -100,7 +100,10 @@ def view_run(run: Run, lines: int = 200) -> RunView:
         elif line.startswith("PLAY RECAP"):
             recap = True
     found = tuple(failures(all_lines))
-    status = "failed" if found else ("finished" if recap else "running or interrupted")
+    if recap:
+        status = "failed" if found else "finished"
+    else:
+        status = "running or interrupted" + (", with failed tasks" if found else "")
     return RunView(run, status, task, found, tuple(last), size)
 
 
