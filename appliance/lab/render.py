@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from appliance.lab.layout import LabPaths
 from appliance.lab.plan import LabPlan, Server
 
 ROUTER_LEASE_TIME = "1h"
@@ -125,6 +126,8 @@ def site_config(
             "state_dir": str(directory / "state"),
             "log_dir": str(directory / "logs"),
         },
+        # the web view shows each server's serial console (kpc web, with a web.password)
+        "web": {"serial_logs": str(LabPaths(directory).servers)},
     }
     header = (
         f"# kpc site configuration for the virtual lab {plan.name!r} ({len(plan.servers)} "

@@ -394,8 +394,8 @@ async def events(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
-            if message is None:
-                break
+            if message is None or _identify(request, s)[0] is None:
+                break  # the server stops, or the session expired: the browser must log in
             await _send(response, message, s.rack.cursor)
     except (ConnectionResetError, asyncio.CancelledError):
         pass

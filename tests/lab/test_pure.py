@@ -81,6 +81,7 @@ def test_site_config_is_accepted_by_kpc(tmp_path: Path) -> None:
     assert config.provisioning.address == ipaddress.IPv4Address("198.18.0.2")
     assert config.bmc.networks == [ipaddress.IPv4Network("198.18.1.0/24")]
     assert config.bootcfg.data_dir == tmp_path / "bootcfg"
+    assert config.web.serial_logs == tmp_path / "servers"
 
 
 def _spec(tmp_path: Path, firmware: str) -> VmSpec:

@@ -11,9 +11,13 @@ import pytest
 
 from appliance.errors import ConfigError
 from appliance.state.model import BootMode
+from tests.bmc.conftest import PASSWORD as BMC_PASSWORD
+from tests.bmc.conftest import USER as BMC_USER
+from tests.bmc.conftest import Sims
 from tests.conftest import wait_for
-from tests.web.conftest import MACS
+from tests.web.conftest import MACS, seed
 from tests.web.server import PASSWORD, Client, WebServer, write_config
+from tests.web.test_pure import ANSIBLE
 
 PAGES = ["/", f"/machines/{MACS[0]}", "/kolla", "/kolla/20261129T001000-deploy.log"]
 API = ["/api/machines", f"/api/machines/{MACS[0]}/console", "/events"]
@@ -174,8 +178,6 @@ def test_console_tail_in_the_lab(tmp_path: Path) -> None:
         "qemu_log": str(servers / "l"),
     }
     (servers / "node0" / "vm.json").write_text(json.dumps(spec))
-    from tests.web.conftest import seed
-
     seed(tmp_path / "machines.db")
     server = WebServer(write_config(tmp_path, serial_logs=str(servers))).start()
     try:
@@ -191,8 +193,6 @@ def test_console_tail_in_the_lab(tmp_path: Path) -> None:
 
 
 def test_kolla_run_page(client: Client, web_server: WebServer) -> None:
-    from tests.web.test_pure import ANSIBLE
-
     kolla = web_server.config.paths.log_dir / "kolla"
     kolla.mkdir(parents=True)
     (kolla / "20261129T001000-deploy.log").write_text(ANSIBLE)
@@ -201,3 +201,44 @@ def test_kolla_run_page(client: Client, web_server: WebServer) -> None:
     tail = json.loads(client.request("/api/kolla/20261129T001000-deploy.log").text)
     assert tail["task"] == "prechecks : Checking the api_interface is present"
     assert client.request("/kolla/../../etc/passwd").status in (404, 303)
+
+
+def test_a_power_action_reaches_a_real_bmc_and_is_audited(tmp_path: Path) -> None:
+    """Power off through the BMC simulator over IPMI on loopback, confirmed, then audited."""
+    sims = Sims(tmp_path)
+    sim = sims.start("127.19.0.1", power="on")
+    seed(tmp_path / "machines.db")
+    config = write_config(tmp_path, actions=True)
+    text = config.read_text().replace(
+        "bmc:\n",
+        f"bmc:\n  user: {BMC_USER}\n  hosts:\n  - {{address: 127.19.0.1, name: '{MACS[0]}'}}\n",
+    )
+    config.write_text(text)
+    server = WebServer(config, {"KPC_TEST_BMC_PASSWORD": BMC_PASSWORD}).start()
+    try:
+        c = Client(server.url)
+        c.login()
+        token = c.csrf(f"/machines/{MACS[0]}")
+        path = f"/machines/{MACS[0]}/actions"
+        ask = c.request(path, {"action": "power-off", "csrf": token})
+        assert "via BMC 52:54:00:aa:00:00 (127.19.0.1)" in ask.text
+        assert "without a clean shutdown" in ask.text
+        assert sim.events() == []  # asking sends nothing
+        done = c.request(
+            path, {"action": "power-off", "mode": "do", "confirm": "yes", "csrf": token}
+        )
+        assert done.status == 200 and "done: " in done.text, done.text
+        wait_for(sim.events, 5, "the BMC's record of the command")
+        assert [e["action"] for e in sim.events()] == ["power_off"]
+        page = c.request(f"/machines/{MACS[0]}").text
+        assert BMC_PASSWORD not in page and BMC_PASSWORD not in done.text
+        (audit,) = [e for e in server.store.events(MACS[0]) if e.kind == "action"]
+        assert audit.detail["power"] and audit.detail["ok"] and audit.detail["who"] == "alice"
+        wait_for(
+            lambda: server.site.rack.rows[MACS[0]].power == audit.detail["result"],
+            5,
+            "the rack to show the last power result",
+        )
+    finally:
+        server.stop()
+        sims.stop_all()
