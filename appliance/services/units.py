@@ -65,6 +65,16 @@ def systemd_escape(arg: str) -> str:
 def start_script(spec: ContainerSpec, secrets_env: Path) -> str:
     """The shell script a unit runs: drop a stale container, check inputs, exec docker run."""
     lines = [f"{DOCKER} rm --force {shlex.quote(spec.name)} >/dev/null 2>&1"]
+    # Without this, docker run would try to pull kpc's image from Docker Hub and fail with a
+    # network error; say which image is missing and how kpc makes it.
+    image = shlex.quote(spec.image)
+    missing = shlex.quote(
+        f"image {spec.image} is missing: build kpc's images on this host with "
+        "'kpc images base' and 'kpc images build' (or load them: docker load -i FILE)"
+    )
+    lines.append(
+        f"{DOCKER} image inspect {image} >/dev/null 2>&1 || {{ echo {missing} >&2; exit 1; }}"
+    )
     for mount in spec.mounts:
         if mount.read_only:
             path = shlex.quote(str(mount.source))

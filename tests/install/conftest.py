@@ -16,6 +16,26 @@ from tests.conftest import require_root, require_tool
 DISK_SIZE = 8 << 30  # sparse; Flatcar's minimum (smaller disks are refused)
 
 
+def sparse_digest(path: Path) -> str:
+    """A hash of a sparse file's content: its data extents and where they are."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        fd, end, offset = f.fileno(), os.fstat(f.fileno()).st_size, 0
+        while offset < end:
+            try:
+                offset = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            stop = os.lseek(fd, offset, os.SEEK_HOLE)
+            h.update(f"{offset}:".encode())
+            f.seek(offset)
+            while offset < stop:
+                chunk = f.read(min(1 << 20, stop - offset))
+                h.update(chunk)
+                offset += len(chunk)
+    return h.hexdigest()
+
+
 @dataclass
 class Loop:
     device: str
@@ -26,23 +46,7 @@ class Loop:
         return self.device.removeprefix("/dev/")
 
     def digest(self) -> str:
-        """A hash of the content: the data extents and where they are (holes read as zeros)."""
-        h = hashlib.sha256()
-        with self.image.open("rb") as f:
-            fd, end, offset = f.fileno(), os.fstat(f.fileno()).st_size, 0
-            while offset < end:
-                try:
-                    offset = os.lseek(fd, offset, os.SEEK_DATA)
-                except OSError:  # ENXIO: only a hole is left
-                    break
-                stop = os.lseek(fd, offset, os.SEEK_HOLE)
-                h.update(f"{offset}:".encode())
-                f.seek(offset)
-                while offset < stop:
-                    chunk = f.read(min(1 << 20, stop - offset))
-                    h.update(chunk)
-                    offset += len(chunk)
-        return h.hexdigest()
+        return sparse_digest(self.image)
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,7 @@ from appliance.drivers.docker import ContainerSpec
 from appliance.render.ignition import render_ignition, site_context
 from appliance.services.spec import LABEL_HASH, LABEL_SITE, SERVICES, service_specs
 from appliance.services.units import systemd_escape, systemd_services
-from tests.conftest import REPO, require_tool, wait_for
+from tests.conftest import REPO, require_docker, require_tool, wait_for
 from tests.services.conftest import TAG, docker_names, free_port, site
 
 COMPOSE = REPO / "compose" / "docker-compose.yml"
@@ -233,3 +233,20 @@ def test_a_unit_really_runs_its_container(built_images: dict[str, Any], tmp_path
         code = proc.wait(timeout=30)
     assert code in (0, 143), f"docker run ended with {code}"
     wait_for(lambda: f"{prefix}-registry" not in docker_names(), 10, "the --rm container to go")
+
+
+def test_a_unit_whose_image_is_missing_says_which_and_how_to_make_it(tmp_path: Path) -> None:
+    """On a freshly installed deploy host no image exists yet: no pull from Docker Hub."""
+    require_docker()
+    prefix = f"{TAG}-noimage"
+    data = site(tmp_path, prefix, images_prefix="kpc-never-built")
+    config = parse_config(yaml.safe_dump(data), "unit.yaml")
+    unit = next(u for u in systemd_services(config) if u["name"] == f"{prefix}-registry")
+    done = subprocess.run(unit_argv(unit["exec_start"]), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    image = shlex.split(unit_argv(unit["exec_start"])[2].split("; ")[-1]).pop()
+    assert image.startswith("kpc-never-built/"), image
+    assert done.stderr.strip() == (
+        f"image {image} is missing: build kpc's images on this host with 'kpc images base' "
+        "and 'kpc images build' (or load them: docker load -i FILE)"
+    )
