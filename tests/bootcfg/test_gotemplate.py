@@ -169,6 +169,6 @@ def test_float_printing_is_gos(value: float, expected: str) -> None:
 
 
 def test_output_is_bounded() -> None:
-    template = parse("{{range .a}}{{range $.a}}{{range $.a}}xxxxxxxxxx{{end}}{{end}}{{end}}", "t")
-    with pytest.raises(GoTemplateError, match=r"too many range iterations|output larger"):
-        template.render({"a": list(range(200))})
+    template = parse("{{range .a}}{{range $.a}}" + "x" * 1000 + "{{end}}{{end}}", "t")
+    with pytest.raises(GoTemplateError, match="output larger than"):
+        template.render({"a": list(range(100))})
