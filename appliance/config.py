@@ -27,8 +27,11 @@ from pydantic import (
 )
 
 from appliance.errors import ConfigError, SecretError
+from appliance.inputfile import KIB, MIB, load_yaml, read_text
 
 DEFAULT_CONFIG_PATH = Path("/etc/kpc/kpc.yaml")
+MAX_CONFIG_BYTES = 1 * MIB
+MAX_SECRET_BYTES = 64 * KIB
 LITERAL_SECRET_HINT = (
     "write a reference instead: {env: KPC_BMC_PASSWORD} (an environment variable name) or "
     "{file: /etc/kpc/secrets/bmc-password} (a file readable only by its owner)"
@@ -44,7 +47,9 @@ class Model(BaseModel):
 class SecretRef(Model):
     """Where a secret lives. Exactly one of ``env`` and ``file``."""
 
-    env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # Upper case only: a mixed-case "name" is more likely the secret itself, pasted in the
+    # wrong place, and errors about it never repeat what was written (see _message).
+    env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     file: Path | None = None
 
     @model_validator(mode="before")
@@ -84,7 +89,12 @@ class SecretRef(Model):
                 f"(mode {stat.S_IMODE(info.st_mode):04o})",
                 hint=f"chmod 600 {self.file}",
             )
-        return self.file.read_text(encoding="utf-8").strip()
+        try:
+            return read_text(self.file, what="secret file", limit=MAX_SECRET_BYTES).strip()
+        except FileNotFoundError:
+            raise SecretError(f"cannot read secret file {self.file}: no such file") from None
+        except ConfigError as exc:
+            raise SecretError(exc.message, hint=exc.hint) from None
 
 
 IPv4Address = Annotated[ipaddress.IPv4Address, Field()]
@@ -346,7 +356,6 @@ EXPECTATIONS: Mapping[tuple[str, ...], str] = {
     ("os", "version"): "'host' (the same as this deploy host), 'current', or a release like "
     "3975.2.0",
     ("services", "prefix"): "lower-case letters, digits, '.', '_' or '-' (like kpc)",
-    ("env",): "an environment variable name (like KPC_BMC_PASSWORD)",
 }
 
 
@@ -484,6 +493,12 @@ def _message(error: Mapping[str, Any], loc: Loc) -> str:
     if kind in ("string_type", "str_type"):
         hint = "; put it in quotes" if isinstance(value, (int, float)) else ""
         return f"expected text, got {_show(value)}{hint}"
+    if kind == "string_pattern_mismatch" and loc and loc[-1] == "env":
+        return (
+            "expected the name of an environment variable (upper-case letters, digits and _, "
+            "like KPC_BMC_PASSWORD); what is written there is not repeated, in case it is the "
+            "secret itself"
+        )
     if kind == "string_pattern_mismatch":
         key = tuple(p for p in loc if isinstance(p, str))
         expected = EXPECTATIONS.get(key[-2:]) or EXPECTATIONS.get(key[-1:])
@@ -540,7 +555,7 @@ def _problems(exc: ValidationError, text: str, source: str) -> list[str]:
 def parse_config(text: str, source: str = "<config>") -> SiteConfig:
     """Validate YAML text into a SiteConfig, or raise ConfigError listing every problem."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        data = load_yaml(text, source, _UniqueKeyLoader)  # depth and size bounded first
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
@@ -574,14 +589,12 @@ def parse_config(text: str, source: str = "<config>") -> SiteConfig:
 def load_config(path: Path) -> SiteConfig:
     """Read and validate the site config file at ``path``."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, what="site config", limit=MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError(
             f"no site configuration at {path}",
             hint="create one with 'kpc config init', or point --config / KPC_CONFIG at it",
         ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     return parse_config(text, source=str(path))
 
 

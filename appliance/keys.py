@@ -22,7 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.errors import KpcError
+from appliance.errors import ConfigError, KpcError
+from appliance.inputfile import MAX_KEYS_BYTES, read_text
 
 # Key types sshd accepts in authorized_keys, with ssh-keygen's label for them.
 KEY_LABELS: Mapping[str, str] = {
@@ -344,13 +345,15 @@ def authorized_keys_path(environ: Mapping[str, str], uid: int) -> Path:
 
 
 def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
+    try:  # a comment in another encoding does not spoil the keys
+        return read_text(path, what="SSH key file", limit=MAX_KEYS_BYTES, lenient=True)
+    except FileNotFoundError:
         raise SshKeyError(
-            f"cannot read SSH key file {path}: {exc.strerror}",
+            f"cannot read SSH key file {path}: no such file",
             hint="give a readable public key file (e.g. ~/.ssh/id_ed25519.pub)",
         ) from None
+    except ConfigError as exc:
+        raise SshKeyError(exc.message, hint=exc.hint) from None
 
 
 def collect_keys(authorized_keys: Path | None = None, extra: Sequence[Path] = ()) -> KeyCollection:

@@ -139,8 +139,9 @@ def problems(text: str) -> list[str]:
         ),
         (
             PROV + "bmc:\n  password: {env: 'not a name'}\n",
-            "kpc.yaml:3: bmc.password.env: expected an environment variable name "
-            "(like KPC_BMC_PASSWORD), got 'not a name'",
+            "kpc.yaml:3: bmc.password.env: expected the name of an environment variable "
+            "(upper-case letters, digits and _, like KPC_BMC_PASSWORD); what is written there "
+            "is not repeated, in case it is the secret itself",
         ),
     ],
 )

@@ -18,6 +18,7 @@ from typing import Any
 from appliance.bootcfg.service import CatalogHolder, Service
 from appliance.config import SiteConfig
 from appliance.errors import ConfigError
+from appliance.inputfile import MAX_KEYS_BYTES, read_text
 from appliance.install.osrelease import detect_os
 from appliance.keys import AuthorizedKey, parse_authorized_keys
 from appliance.render.ignition import IGNITION_VERSION, check_ignition, site_context
@@ -155,7 +156,8 @@ def read_data_dir_keys(data_dir: Path) -> list[AuthorizedKey]:
     path = data_dir / KEYS_FILE
     if not path.is_file():
         return []
-    return parse_authorized_keys(path.read_text(encoding="utf-8"), str(path)).keys
+    text = read_text(path, what="SSH keys file", limit=MAX_KEYS_BYTES, lenient=True)
+    return parse_authorized_keys(text, str(path)).keys
 
 
 def build_service(

@@ -17,7 +17,7 @@ from appliance.bootcfg.setup import (
     resolve_os_version,
     seed_data_dir,
 )
-from appliance.cli.common import cli
+from appliance.cli.common import cli, listen_option, port_option, serve_until_stopped
 from appliance.keys import authorized_keys_path, collect_keys
 from appliance.resources import resource_dir
 from appliance.state.sqlite import open_store
@@ -32,8 +32,8 @@ SSH_KEY_HELP = "An SSH public key file for the nodes' core user (repeatable)."
 @group.command()
 def serve(
     ctx: typer.Context,
-    listen: str | None = typer.Option(None, help="Address to bind (default: bootcfg.listen)."),
-    port: int | None = typer.Option(None, help="Port (default: bootcfg.port)."),
+    listen: str | None = listen_option("Address to bind (default: bootcfg.listen)."),
+    port: int | None = port_option("Port (default: bootcfg.port)."),
     data_dir: Path | None = typer.Option(
         None,
         help="Groups, profiles, templates, assets (default: bootcfg.data_dir). The machine "
@@ -81,7 +81,12 @@ def serve(
             version,
             "need a token" if token else "open",
         )
-        run(service, host, bind_port, access_log=access_log)
+        serve_until_stopped(
+            "bootcfg",
+            host,
+            bind_port,
+            lambda: run(service, host, bind_port, access_log=access_log),
+        )
     finally:
         store.close()
 

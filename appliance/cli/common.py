@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import typer
 from rich.console import Console
 
 from appliance.config import SiteConfig, config_path, load_config
+from appliance.errors import KpcError
 
 
 @dataclass
@@ -56,3 +59,38 @@ def confirm(c: Cli, question: str, *, yes: bool) -> bool:
 def emit_json(data: object) -> None:
     """Machine-readable output: plain JSON on stdout (no highlighting, no re-parsing)."""
     typer.echo(json.dumps(data, indent=2))
+
+
+def _listen_address(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::)"
+        ) from None
+
+
+def listen_option(help: str) -> str | None:
+    """A --listen option: an IP address to bind, checked before anything starts."""
+    value: str | None = typer.Option(None, "--listen", help=help, callback=_listen_address)
+    return value
+
+
+def port_option(help: str) -> int | None:
+    """A --port option: a TCP port, 1 to 65535."""
+    value: int | None = typer.Option(None, "--port", help=help, min=1, max=65535)
+    return value
+
+
+def serve_until_stopped(what: str, host: str, port: int, serve: Callable[[], None]) -> None:
+    """Run a server's loop; a socket it cannot bind is one error, not a traceback."""
+    try:
+        serve()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise KpcError(
+            f"{what} cannot listen on {host}:{port}: {reason}",
+            hint="choose a free port with --port, and an address of this host with --listen",
+        ) from None

@@ -12,6 +12,7 @@ from appliance.cli.common import Cli, cli
 from appliance.cli.config import write_file
 from appliance.config import SiteConfig, normalize_mac
 from appliance.errors import ConfigError, UsageError
+from appliance.inputfile import MAX_TEMPLATE_BYTES, read_text
 from appliance.install.osrelease import detect_os
 from appliance.keys import KeyCollection, authorized_keys_path, collect_keys
 from appliance.render.ignition import dumps, render_ignition, request_context, site_context
@@ -122,9 +123,9 @@ def render(
     ) | request_context(mac)
     template = resource_dir("ignition", config.paths.source_dir) / f"{role.value}.ign.j2"
     try:
-        template_text = template.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the template {template}: {exc.strerror}") from None
+        template_text = read_text(template, what="Ignition template", limit=MAX_TEMPLATE_BYTES)
+    except FileNotFoundError:
+        raise ConfigError(f"cannot read the template {template}: no such file") from None
     rendered = dumps(render_ignition(template_text, context, source=str(template)))
 
     if output is None or str(output) == "-":

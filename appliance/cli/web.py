@@ -6,17 +6,17 @@ import logging
 
 import typer
 
-from appliance.cli.common import cli
+from appliance.cli.common import cli, listen_option, port_option, serve_until_stopped
 from appliance.state.sqlite import open_store
 from appliance.web.app import Site, auth_from_config, run
 
 
 def web(
     ctx: typer.Context,
-    listen: str | None = typer.Option(
-        None, help="Address to bind (default: web.listen, else provisioning.address)."
+    listen: str | None = listen_option(
+        "Address to bind (default: web.listen, else provisioning.address)."
     ),
-    port: int | None = typer.Option(None, help="Port (default: web.port)."),
+    port: int | None = port_option("Port (default: web.port)."),
     read_only: bool = typer.Option(
         False, "--read-only", help="Refuse actions even when web.actions is true."
     ),
@@ -47,7 +47,9 @@ def web(
             "site password" if auth.password is not None else f"header {auth.proxy_header}",
             "on" if actions else "off",
         )
-        run(site, host, bind_port, access_log=access_log)
+        serve_until_stopped(
+            "kpc web", host, bind_port, lambda: run(site, host, bind_port, access_log=access_log)
+        )
     finally:
         store.close()
 

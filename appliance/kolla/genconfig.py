@@ -21,6 +21,7 @@ from appliance.config import SiteConfig
 from appliance.drivers.docker import Docker, Mount
 from appliance.errors import ConfigError
 from appliance.images.catalog import image_ref
+from appliance.inputfile import read_yaml
 from appliance.kolla import commands, deployer
 from appliance.kolla.globals import globals_yaml, render_globals
 from appliance.kolla.inventory import Host, assign_roles, host_groups, render_inventory, validate
@@ -97,7 +98,7 @@ def _generate_passwords(config: SiteConfig, docker: Docker, config_dir: Path) ->
 
 def _set_password(path: Path, key: str, value: str) -> None:
     """Set one entry of a passwords file (kept 0600), if it differs."""
-    data: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data: Any = read_yaml(path, what="kolla passwords file") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} is not a mapping of passwords")
     if data.get(key) == value:

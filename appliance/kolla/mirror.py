@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
 from appliance.config import SiteConfig
 from appliance.errors import ConfigError, UsageError
+from appliance.inputfile import read_yaml
 from appliance.kolla.registry_client import INDEX_TYPES, Manifest, Registry, RegistryError
 
 # kolla_base_distro_version per distro, as kolla-ansible 2024.1 tags its images
@@ -71,9 +70,9 @@ def default_images(kolla_dir: Path, release: str) -> list[str]:
     """The images of a default deployment of ``release``, from kpc's ``kolla/images.yml``."""
     path = kolla_dir / IMAGES_FILE
     try:
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read kpc's image list {path}: {exc}") from None
+        data: Any = read_yaml(path, what="image list")
+    except FileNotFoundError:
+        raise ConfigError(f"cannot read kpc's image list {path}: no such file") from None
     names = data.get(release) if isinstance(data, dict) else None
     if not isinstance(names, list) or not names:
         raise UsageError(
