@@ -18,9 +18,13 @@ class MemoryBackend:
         self._device: BootDevice = "default"
         self._persistent = False
         self.boots: list[str] = []
+        self.media: str | None = None  # the URL in the virtual CD drive
 
     def _boot(self) -> None:
-        self.boots.append("network" if self._device == "network" else "disk")
+        device = self._device
+        self.boots.append(
+            "network" if device == "network" else "cd" if device == "cd" and self.media else "disk"
+        )
         if not self._persistent:
             self._device = "default"
 
@@ -51,3 +55,9 @@ class MemoryBackend:
     def set_boot_device(self, device: BootDevice, persistent: bool) -> None:
         self._device = device
         self._persistent = persistent and device != "default"
+
+    def insert_media(self, url: str) -> None:
+        self.media = url
+
+    def eject_media(self) -> None:
+        self.media = None

@@ -53,6 +53,11 @@ class QemuBackend:
         self._boot_device: BootDevice = "default"
         self._persistent = False
 
+    @property
+    def mac(self) -> str:
+        """The server's NIC, as its BMC's Redfish inventory reports it."""
+        return self.spec.mac
+
     @classmethod
     def from_file(cls, vm_spec_json: Path) -> QemuBackend:
         return cls(load_spec(vm_spec_json))

@@ -1,7 +1,9 @@
 """Simulated BMCs for tests and the virtual lab: ``python -m appliance.bmc.sim``.
 
 Not a user-facing command. One process serves one BMC, or a farm of in-memory BMCs on
-consecutive addresses (``--count``), from one selectors loop:
+consecutive addresses (``--count``), over IPMI (UDP, one selectors loop), Redfish (HTTPS,
+one asyncio loop, ``--protocol redfish``) or both (``--protocol both``, one machine behind
+two services, as on most servers):
 
     KPC_SIM_PASSWORD=... python -m appliance.bmc.sim --listen 127.0.5.1 --count 250
     python -m appliance.bmc.sim --listen 198.18.1.11 --password-file F \\
@@ -63,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--forget-after", type=int, help="drop all sessions once, after N packets")
     ap.add_argument("--busy", type=int, default=0, help="first N commands answer 'busy'")
     ap.add_argument("--no-bootdev", action="store_true", help="no boot-device support")
+    ap.add_argument("--protocol", choices=("ipmi", "redfish", "both"), default="ipmi")
+    ap.add_argument("--redfish-port", type=int, default=443)
+    ap.add_argument("--reset-types", help="Redfish ResetTypes offered (comma-separated)")
+    ap.add_argument("--hang-on-reset", action="store_true",
+                    help="Redfish: accept a restart, never answer nor do it")  # fmt: skip
+    ap.add_argument("--max-sessions", type=int, default=16, help="Redfish session limit")
+    ap.add_argument("--no-sessions", action="store_true", help="Redfish: basic auth only")
+    ap.add_argument("--fingerprints", type=Path, help="write the certificates' SHA-256 here")
     ap.add_argument("--verbose", "-v", action="store_true")
     return ap
 
@@ -124,40 +134,100 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     )
     first = ipaddress.ip_address(args.listen)
     events = _EventLog(args.events.open("a", encoding="utf-8")) if args.events else None
-    bmcs: list[SimBmc] = []
-    try:
-        for index in range(args.count):
-            bmcs.append(
-                SimBmc(
-                    _backend(args),
-                    address=str(first + index),
-                    port=args.port,
-                    users={args.user: password},
-                    faults=faults,
-                    iana=args.iana,
-                    events=events,
-                )
-            )
-    except KpcError as exc:
-        for bmc in bmcs:
-            bmc.close()
-        raise SystemExit(f"sim: {exc.message}") from None
+    backends = [_backend(args) for _ in range(args.count)]
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    farm = SimFarm(bmcs)
-    log.info(
-        "serving %d BMC(s) on %s..%s port %d", len(bmcs), first, first + len(bmcs) - 1, args.port
-    )
+    redfish: threading.Thread | None = None
     try:
-        farm.serve(stop.is_set)
+        if args.protocol in ("redfish", "both"):
+            redfish = _start_redfish(args, backends, password, events, stop)
+        if args.protocol == "redfish":
+            log.info("serving %d BMC(s) on %s..%s (Redfish)", len(backends), first,
+                     first + len(backends) - 1)  # fmt: skip
+            stop.wait()
+            return 0
+        bmcs: list[SimBmc] = []
+        try:
+            for index, backend in enumerate(backends):
+                bmcs.append(
+                    SimBmc(
+                        backend,
+                        address=str(first + index),
+                        port=args.port,
+                        users={args.user: password},
+                        faults=faults,
+                        iana=args.iana,
+                        events=events,
+                    )
+                )
+        except KpcError as exc:
+            for bmc in bmcs:
+                bmc.close()
+            raise SystemExit(f"sim: {exc.message}") from None
+        farm = SimFarm(bmcs)
+        log.info(
+            "serving %d BMC(s) on %s..%s port %d", len(bmcs), first, first + len(bmcs) - 1,
+            args.port,
+        )  # fmt: skip
+        try:
+            farm.serve(stop.is_set)
+        finally:
+            farm.close()
     finally:
-        farm.close()
-        for bmc in bmcs:
-            close = getattr(bmc.backend, "close", None)
+        stop.set()
+        if redfish is not None:
+            redfish.join(10)
+        for backend in backends:
+            close = getattr(backend, "close", None)
             if callable(close):
                 close()
     return 0
+
+
+def _start_redfish(
+    args: argparse.Namespace,
+    backends: Sequence[MachineBackend],
+    password: str,
+    events: _EventLog | None,
+    stop: threading.Event,
+) -> threading.Thread:
+    """The Redfish service of every BMC, on its own thread and event loop; returns once it
+    listens (or exits the process if it cannot)."""
+    from appliance.drivers.redfish_server import RedfishFarm, RedfishFaults, serve_forever
+
+    reset_types = (
+        tuple(t.strip() for t in args.reset_types.split(",")) if args.reset_types else None
+    )
+    faults = RedfishFaults(
+        delay=args.delay,
+        hang_on_reset=args.hang_on_reset,
+        max_sessions=args.max_sessions,
+        no_sessions=args.no_sessions,
+        **({"reset_types": reset_types} if reset_types else {}),
+    )
+    farm = RedfishFarm(port=args.redfish_port)
+    first = ipaddress.ip_address(args.listen)
+    for index, backend in enumerate(backends):
+        farm.add(str(first + index), backend, {args.user: password}, faults, events,
+                 mac=getattr(backend, "mac", None))  # fmt: skip
+    started, failed = threading.Event(), []
+
+    def run() -> None:
+        try:
+            serve_forever(farm, stop.is_set, started)
+        except Exception as exc:  # cannot listen: the process must not look healthy
+            failed.append(exc)
+            started.set()
+
+    thread = threading.Thread(target=run, name="redfish", daemon=True)
+    thread.start()
+    started.wait(60)
+    if failed:
+        raise SystemExit(f"sim: Redfish service: {failed[0]}")
+    if args.fingerprints is not None:
+        args.fingerprints.write_text(json.dumps(farm.fingerprints))
+    return thread
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ class _Host:
         self.answered = False
         self.done: list[str] = []
         self.step = "connect"
+        self.in_flight: Request | None = None  # the job's request waiting for an answer
 
     async def send(self, request: Request) -> Reply:
         headers = {"Accept": "application/json", "OData-Version": "4.0", **request.headers}
@@ -83,8 +84,11 @@ class _Host:
         elif self.basic is not None:
             headers["Authorization"] = self.basic
         url = request.path if request.path.startswith("https://") else self.base + request.path
+        quiet = request.label == "log out"  # the job's step stays the one reported
         for attempt in range(len(BUSY_BACKOFF) + 1):
-            self.step = request.label or f"{request.method} {request.path}"
+            if not quiet:
+                self.step = request.label or f"{request.method} {request.path}"
+                self.in_flight = request
             try:
                 async with self.http.request(
                     request.method,
@@ -123,6 +127,8 @@ class _Host:
             if reply.status in (429, 503) and attempt < len(BUSY_BACKOFF):
                 await asyncio.sleep(BUSY_BACKOFF[attempt])
                 continue
+            if not quiet:
+                self.in_flight = None
             return reply
         return reply
 
@@ -236,6 +242,8 @@ def _json(raw: bytes) -> Any:
 
 def _reason(exc: BaseException) -> str:
     os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, ConnectionRefusedError) or isinstance(exc, ConnectionRefusedError):
+        return "connection refused (nothing listens on its HTTPS port)"
     if isinstance(os_error, OSError) and os_error.strerror:
         return os_error.strerror.lower()
     if isinstance(exc, OSError) and exc.strerror:
@@ -304,9 +312,15 @@ async def _one(
         if host is None or not host.answered:
             outcome = _failed(target, host, Failure.NO_ANSWER, f"no answer within {seconds:g}s")
         else:
+            pending = host.in_flight
+            unknown = (
+                " (unknown whether it was done)"
+                if pending is not None and not pending.repeatable
+                else ""
+            )
             outcome = _failed(
                 target, host, Failure.TIMEOUT, f"no result within {seconds:g}s, during "
-                f"'{host.step}' (slow BMC)",
+                f"'{host.step}'{unknown} (slow BMC, or it never answered)",
             )  # fmt: skip
     except Exception as exc:  # a bug in a job: report it for this host, go on
         log.exception("%s: Redfish job failed", target.label)
