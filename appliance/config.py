@@ -208,6 +208,12 @@ class Bootcfg(Model):
     state_db: Path | None = None  # the machine registry; default: data_dir / "machines.db"
     token: SecretRef | None = None
     max_body: int = Field(default=65536, ge=1024)
+    # per-machine: install-complete needs the machine's own install token, check-ins are
+    # signed with its SSH host key, unknown MACs cannot write. open: anyone on the
+    # provisioning network may report installs and check-ins (a lab or a trusted LAN only)
+    node_auth: Literal["per-machine", "open"] = "per-machine"
+    max_unknown: int = Field(default=512, ge=1)  # discovered machines never installed
+    new_machines_per_minute: int = Field(default=600, ge=1)
 
 
 class Registry(Model):
@@ -662,3 +668,30 @@ __all__ = [
     "parse_config",
     "secret_refs",
 ]
+
+
+def security_warnings(config: SiteConfig) -> list[str]:
+    """What in ``config`` opens bootcfg's writes to the provisioning network (each one line,
+    saying what an attacker there could do and the setting that closes it)."""
+    boot = config.bootcfg
+    warnings: list[str] = []
+    if boot.node_auth == "open":
+        where = "anyone who can reach " + (
+            "any address of this host" if str(boot.listen) == "0.0.0.0" else str(boot.listen)
+        )
+        warnings.append(
+            f"bootcfg.node_auth is 'open': {where} on port {boot.port} can report installs "
+            "and check-ins for any MAC (cancel installs, move nodes, add ready machines that "
+            "Kolla would deploy to); remove the setting for per-machine credentials"
+        )
+        if boot.token is not None:
+            warnings.append(
+                "bootcfg.token is written into the Ignition configs bootcfg serves without "
+                "authentication, so anyone who can fetch one can use it"
+            )
+    elif boot.token is not None:
+        warnings.append(
+            "bootcfg.token is not used with node_auth 'per-machine' (each machine has its own "
+            "credentials); remove it"
+        )
+    return warnings

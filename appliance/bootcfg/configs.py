@@ -123,6 +123,7 @@ async def ignition(request: web.Request) -> web.Response:
             return _unservable(request, f"{template.path}: the rendered config is {problem}")
     else:
         context = template_context(m.svc.site, m.group, m.labels)
+        context["bootcfg_token"] = server.installer_token(m.svc, m.profile, m.machine)
         try:
             config = m.svc.renderer.render(template.text, context, source=str(template.path))
         except KpcError as exc:

@@ -90,6 +90,29 @@ def _report(catalog: Catalog) -> None:
         log.warning("%s", warning)
 
 
+class RateLimit:
+    """A token bucket: ``per_minute`` events a minute on average, bursts up to a tenth of
+    that (at least 10). Thread-safe; ``monotonic`` is injectable for tests."""
+
+    def __init__(self, per_minute: int, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(max(10, per_minute // 10))
+        self._tokens = self.burst
+        self._monotonic = monotonic
+        self._last = monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            now = self._monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self._tokens < 1.0:
+                return False
+            self._tokens -= 1.0
+            return True
+
+
 @dataclass
 class Service:
     catalogs: CatalogHolder
@@ -101,6 +124,10 @@ class Service:
     jinja: jinja2.Environment = field(default_factory=make_environment)
     renderer: Renderer = field(default_factory=Renderer)  # keeps compiled templates
     registry_deadline: float = REGISTRY_DEADLINE
+    # how nodes authenticate their writes (config bootcfg.node_auth): "per-machine" or "open"
+    node_auth: str = "per-machine"
+    max_unknown: int = 512  # machines seen but never installed, at most
+    new_machines: RateLimit = field(default_factory=lambda: RateLimit(600))
     _registry: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="kpc-registry"),
         repr=False,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.bootcfg.service import CatalogHolder, Service
+from appliance.bootcfg.service import CatalogHolder, RateLimit, Service
 from appliance.config import SiteConfig
 from appliance.errors import ConfigError
 from appliance.inputfile import MAX_KEYS_BYTES, read_text
@@ -171,13 +171,19 @@ def build_service(
     services: Sequence[Mapping[str, str]] = (),
 ) -> Service:
     """Load the data dir (ConfigError when it is broken) and assemble the service."""
+    boot = config.bootcfg
+    if boot.node_auth != "open":
+        token = None  # per-machine credentials only: no shared secret in any config
     site = site_context(config, keys, os_version=os_version, bootcfg_token=token, services=services)
     return Service(
         catalogs=CatalogHolder(data_dir),
         store=store,
         site=site,
         token=token,
-        max_body=config.bootcfg.max_body,
+        max_body=boot.max_body,
+        node_auth=boot.node_auth,
+        max_unknown=boot.max_unknown,
+        new_machines=RateLimit(boot.new_machines_per_minute),
     )
 
 

@@ -18,9 +18,10 @@ from appliance.bootcfg.setup import (
     seed_data_dir,
 )
 from appliance.cli.common import cli, listen_option, port_option, serve_until_stopped
+from appliance.config import security_warnings
 from appliance.keys import authorized_keys_path, collect_keys
 from appliance.resources import resource_dir
-from appliance.state.sqlite import open_store
+from appliance.state.sqlite import SERVICE_BUSY_TIMEOUT_MS, open_store
 
 group = typer.Typer(
     help="The provisioning HTTP service (matchbox-compatible).", no_args_is_help=True
@@ -63,7 +64,7 @@ def serve(
     log = logging.getLogger("kpc.bootcfg")
     if not keys:
         log.warning("no SSH keys (run 'kpc bootcfg init' or pass --ssh-key): nodes get no login")
-    store = open_store(config)
+    store = open_store(config, busy_timeout_ms=SERVICE_BUSY_TIMEOUT_MS)
     try:
         service = build_service(
             config, store, data_dir=directory, keys=keys, os_version=version, token=token
@@ -72,15 +73,21 @@ def serve(
         bind_port = port or config.bootcfg.port
         catalog = service.catalog
         log.info(
-            "serving %s on http://%s:%d (%d groups, %d profiles; Flatcar %s; writes %s)",
+            "serving %s on http://%s:%d (%d groups, %d profiles; Flatcar %s; node writes: %s)",
             directory,
             host,
             bind_port,
             len(catalog.groups),
             len(catalog.profiles),
             version,
-            "need a token" if token else "open",
+            (
+                "per-machine credentials"
+                if service.node_auth != "open"
+                else ("a shared token" if token else "OPEN to anyone on the network")
+            ),
         )
+        for warning in security_warnings(config):
+            log.warning("%s", warning)
         serve_until_stopped(
             "bootcfg",
             host,

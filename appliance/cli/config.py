@@ -11,7 +11,7 @@ import typer
 import yaml
 
 from appliance.cli.common import cli
-from appliance.config import check_secrets, dump_config, parse_config
+from appliance.config import check_secrets, dump_config, parse_config, security_warnings
 from appliance.errors import ConfigError, KpcError, UsageError
 from appliance.hostinfo import HostNetwork, detect_network
 from appliance.install.osrelease import OsRelease, detect_os
@@ -124,6 +124,8 @@ def validate(ctx: typer.Context) -> None:
         )
     for note in notes:
         c.err.print(f"note: {note}", markup=False)
+    for warning in security_warnings(config):
+        c.err.print(f"warning: {warning}", markup=False)
     c.out.print(f"{c.config_path}: valid", markup=False)
     c.out.print(
         f"  provisioning: {config.provisioning.interface} {config.provisioning.address} "

@@ -112,7 +112,9 @@ def render(
             markup=False,
         )
 
-    token = config.bootcfg.token.resolve(c.environ) if config.bootcfg.token else None
+    token = None  # with per-machine node credentials, bootcfg adds each node's own
+    if config.bootcfg.node_auth == "open" and config.bootcfg.token:
+        token = config.bootcfg.token.resolve(c.environ)
     services = systemd_services(config) if role is Role.deployhost else []
     context = site_context(
         config,

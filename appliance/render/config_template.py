@@ -137,8 +137,15 @@ bootcfg:
   port: {boot.port}
   # data_dir: {s(str(boot.data_dir))}    # profiles, groups, templates, assets
   # state_db: {s(str(boot.data_dir / "machines.db"))}    # the machine registry
-  # token: {{env: KPC_BOOTCFG_TOKEN}}    # if set, nodes must send it to report back
+  # How nodes prove who they are when they report back (docs/security.md). per-machine:
+  # install-complete needs the machine's own install token (inside its installer config),
+  # check-ins are signed with the SSH host key it reported at install, unknown MACs cannot
+  # create or move machines. open: anyone on the provisioning LAN can (warned by validate).
+  # node_auth: {s(boot.node_auth)}
+  # token: {{env: KPC_BOOTCFG_TOKEN}}    # node_auth open only: a shared token nodes send
   # max_body: {boot.max_body}    # largest request body accepted, in bytes
+  # max_unknown: {boot.max_unknown}    # machines seen but never installed, at most
+  # new_machines_per_minute: {boot.new_machines_per_minute}    # new MACs recorded, at most
 
 # The Docker registry on this host that the nodes pull OpenStack images from.
 registry:

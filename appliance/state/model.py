@@ -45,6 +45,9 @@ class Machine:
     facts: dict[str, Any] = field(default_factory=dict)
     bmc_address: str | None = None
     ssh_host_key: str | None = None  # "type base64" recorded on first use
+    # the machine's own install token: minted when it enters boot mode install, served
+    # only inside its installer config, valid only for its install-complete, then cleared
+    install_token: str | None = field(default=None, repr=False)
 
     @property
     def management_address(self) -> str | None:

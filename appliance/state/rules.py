@@ -16,14 +16,23 @@ the same transaction, so the rules live here once and each backend only provides
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
 from appliance.state.model import BootMode, EventKind, Machine, MachineState
 
 
+def mint_install_token() -> str:
+    """A fresh per-machine install token (256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
 def new_machine(mac: str, now: float, boot: BootMode = BootMode.INSTALL) -> Machine:
-    return Machine(mac=mac, state=MachineState.DISCOVERED, boot=boot, first_seen=now)
+    token = mint_install_token() if boot is BootMode.INSTALL else None
+    return Machine(
+        mac=mac, state=MachineState.DISCOVERED, boot=boot, first_seen=now, install_token=token
+    )
 
 
 def seen(
@@ -38,8 +47,12 @@ def seen(
     serial: str | None = None,
 ) -> Machine:
     current = machine if machine is not None else new_machine(mac, now)
+    token = current.install_token
+    if token is None and current.boot is BootMode.INSTALL:
+        token = mint_install_token()  # a record from before install tokens existed
     return dataclasses.replace(
         current,
+        install_token=token,
         last_seen=now,
         last_address=address,
         last_endpoint=endpoint,
@@ -54,7 +67,13 @@ def with_state(machine: Machine, state: MachineState) -> Machine:
 
 
 def with_boot(machine: Machine, boot: BootMode) -> Machine:
-    return dataclasses.replace(machine, boot=BootMode(boot))
+    """A new boot mode. Entering ``install`` mints a new install token (an old one, which
+    may have leaked from an earlier install, is worthless); leaving it clears the token."""
+    boot = BootMode(boot)
+    if boot is machine.boot:
+        return machine
+    token = mint_install_token() if boot is BootMode.INSTALL else None
+    return dataclasses.replace(machine, boot=boot, install_token=token)
 
 
 def install_completed(machine: Machine, host_key: str | None = None) -> Machine:
@@ -63,6 +82,7 @@ def install_completed(machine: Machine, host_key: str | None = None) -> Machine:
         state=MachineState.INSTALLED,
         boot=BootMode.LOCAL,
         ssh_host_key=host_key,
+        install_token=None,
     )
 
 
@@ -89,3 +109,7 @@ def request_event(
 ) -> tuple[str, Mapping[str, Any]]:
     """The event a request from a machine appends: endpoint, address, and what was decided."""
     return (EventKind.REQUEST, {**(detail or {}), "endpoint": endpoint, "address": address})
+
+
+def checkin_event(address: str | None) -> tuple[str, Mapping[str, Any]]:
+    return (EventKind.CHECKIN, {"address": address})

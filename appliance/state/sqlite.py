@@ -36,7 +36,8 @@ from appliance.state.model import Bmc, BootMode, Event, EventKind, Machine, Mach
 from appliance.state.store import MachineStore, Step, Transition
 
 SCHEMA_VERSION = 2
-BUSY_TIMEOUT_MS = 2_000  # short: a caller waiting on a lock answers "busy, retry" instead
+BUSY_TIMEOUT_MS = 10_000  # how long a command waits for another writer's lock
+SERVICE_BUSY_TIMEOUT_MS = 2_000  # bootcfg's: a node hears "busy, retry" (503) instead
 MIN_FREE_BYTES = 1 << 20  # below this the registry reports itself not writable
 EVENTS_PER_MACHINE = 500
 EVENTS_WITHOUT_MACHINE = 2000
@@ -93,11 +94,12 @@ _ADDED_COLUMNS = (
     ("bmcs", "model", "TEXT"),
     ("bmcs", "serial", "TEXT"),
     ("bmcs", "uuid", "TEXT"),
+    ("machines", "install_token", "TEXT"),
 )
 
 _MACHINE_COLUMNS = (
     "mac, state, boot, uuid, hostname, serial, first_seen, last_seen, last_address, "
-    "last_endpoint, facts, bmc_address, ssh_host_key"
+    "last_endpoint, facts, bmc_address, ssh_host_key, install_token"
 )
 
 T = TypeVar("T")
@@ -118,6 +120,7 @@ def _machine(row: sqlite3.Row) -> Machine:
         facts=json.loads(row["facts"]),
         bmc_address=row["bmc_address"],
         ssh_host_key=row["ssh_host_key"],
+        install_token=row["install_token"],
     )
 
 
@@ -185,7 +188,7 @@ def _check_mac(mac: str) -> str:
 class SqliteStore:
     """``MachineStore`` on SQLite. ``path`` is created (with its schema) when missing."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.path = path
         self._lock = threading.RLock()
         try:
@@ -194,7 +197,7 @@ class SqliteStore:
                 str(path),
                 isolation_level=None,
                 check_same_thread=False,
-                timeout=BUSY_TIMEOUT_MS / 1000,
+                timeout=busy_timeout_ms / 1000,
             )
         except (OSError, sqlite3.Error) as exc:
             raise StateError(
@@ -203,7 +206,7 @@ class SqliteStore:
             ) from None
         self._db.row_factory = sqlite3.Row
         try:
-            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             mode = str(self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
             if mode.lower() != "wal":
                 raise StateError(f"the machine registry {path} cannot use WAL (journal: {mode})")
@@ -324,7 +327,7 @@ class SqliteStore:
     def _put(self, db: sqlite3.Connection, m: Machine) -> None:
         db.execute(
             f"INSERT OR REPLACE INTO machines ({_MACHINE_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 m.mac,
                 m.state.value,
@@ -339,6 +342,7 @@ class SqliteStore:
                 json.dumps(m.facts, sort_keys=True),
                 m.bmc_address,
                 m.ssh_host_key,
+                m.install_token,
             ),
         )
 
@@ -462,7 +466,7 @@ class SqliteStore:
             current = m if m is not None else rules.new_machine(mac, now, BootMode.LOCAL)
             return rules.checked_in(current, facts, address, now)
 
-        return self._apply(mac, change, now, ((EventKind.CHECKIN, {"address": address}),))
+        return self._apply(mac, change, now, (rules.checkin_event(address),))
 
     def set_host_key(self, mac: str, host_key: str | None) -> Machine:
         return self._change(
@@ -641,6 +645,6 @@ def state_db_path(config: SiteConfig) -> Path:
     return config.bootcfg.state_db or config.bootcfg.data_dir / "machines.db"
 
 
-def open_store(config: SiteConfig) -> MachineStore:
+def open_store(config: SiteConfig, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> MachineStore:
     """The site's machine registry (SQLite)."""
-    return SqliteStore(state_db_path(config))
+    return SqliteStore(state_db_path(config), busy_timeout_ms=busy_timeout_ms)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from appliance.bootcfg.app import make_app
 from appliance.bootcfg.service import CatalogHolder, Service
-from appliance.state.sqlite import SqliteStore
+from appliance.state.sqlite import SERVICE_BUSY_TIMEOUT_MS, SqliteStore
 
 
 @dataclass
@@ -45,9 +45,11 @@ class Server:
         token: str | None = None,
         max_body: int = 65536,
         clock: Any = None,
+        node_auth: str = "open",
+        **service_options: Any,
     ) -> None:
-        self.store = SqliteStore(db)
-        kwargs: dict[str, Any] = {}
+        self.store = SqliteStore(db, busy_timeout_ms=SERVICE_BUSY_TIMEOUT_MS)
+        kwargs: dict[str, Any] = {"node_auth": node_auth, **service_options}
         if clock is not None:
             kwargs["clock"] = clock
         self.service = Service(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -16,11 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from appliance.bootcfg.service import RateLimit
 from tests.bootcfg.conftest import MAC, DataDir
 from tests.bootcfg.server import Reply, Server
 from tests.conftest import REPO, require_root, require_tool, wait_for
 
 OTHER = "52:54:00:00:00:77"
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
 
 @pytest.fixture
@@ -91,7 +94,7 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
 def test_full_disk_is_503_nothing_lost_and_healthz_says_so(
     kpc_data: DataDir, tiny_fs: Path
 ) -> None:
-    srv = Server(kpc_data.root, tiny_fs / "machines.db").start()
+    srv = Server(kpc_data.root, tiny_fs / "machines.db", new_machines=RateLimit(1_000_000)).start()
     try:
         assert srv.get("/healthz").status == 200
         assert srv.get(f"/ipxe?mac={MAC}").status == 200
@@ -174,7 +177,16 @@ def test_install_complete_is_fsynced_before_the_200(kpc_data: DataDir, tmp_path:
         wait_for(up, 60, "bootcfg under strace to answer /healthz")
         urllib.request.urlopen(f"{url}/ipxe?mac={MAC}", timeout=10).read()
         mark = len(trace.read_text().splitlines())
-        req = urllib.request.Request(f"{url}/install-complete?mac={MAC}", data=b"", method="POST")
+        with sqlite3.connect(db) as look:
+            (token,) = look.execute(
+                "SELECT install_token FROM machines WHERE mac = ?", (MAC,)
+            ).fetchone()
+        req = urllib.request.Request(
+            f"{url}/install-complete?mac={MAC}",
+            data=json.dumps({"host_key": HOST_KEY}).encode(),
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=10) as reply:
             assert reply.status == 200
     finally:
