@@ -7,6 +7,7 @@ Only what cannot run here is faked: flatcar-install (it would write a disk), sys
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -22,7 +23,9 @@ import jinja2
 import jinja2.meta
 import pytest
 
+from appliance.bootcfg.server import CHECKIN_NAMESPACE, checkin_message
 from appliance.config import SiteConfig, parse_config
+from appliance.drivers import sshsig
 from appliance.keys import AuthorizedKey, parse_authorized_keys
 from appliance.render.ignition import (
     ROLES,
@@ -310,7 +313,7 @@ EOF
 def run_script(
     script: str, tmp: Path, *, fake_lsblk: bool = False, links: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    require_tool("bash", "curl", "ip", "lsblk")
+    require_tool("bash", "curl", "ip", "lsblk", "jq", "ssh-keygen")
     bindir = tmp / "bin"
     logdir = tmp / "log"
     bindir.mkdir(exist_ok=True)
@@ -320,11 +323,17 @@ def run_script(
         (bindir / name).write_text("#!/bin/bash\n" + body)
         (bindir / name).chmod(0o755)
     (tmp / "script").write_text(script)
+    host_key = tmp / "ssh_host_ed25519_key"
+    if not host_key.exists():
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True
+        )
     env = {
         "PATH": f"{bindir}:/usr/sbin:/usr/bin:/sbin:/bin",
         "FAKE_LOG": str(logdir),
         "HOME": str(tmp),
         "KPC_DISK_LINKS": str(links or tmp / "nodisks"),
+        "KPC_HOST_KEY": str(host_key),
     }
     return subprocess.run(
         ["bash", str(tmp / "script")], cwd=tmp, env=env, capture_output=True, text=True, timeout=60
@@ -343,13 +352,27 @@ def test_install_script_end_to_end(bootcfg: Bootcfg, tmp_path: Path) -> None:
     args = (log / "flatcar-install.args").read_text().splitlines()
     assert args[:8] == ["-d", "/dev/sdc", "-C", "stable", "-V", "3975.2.0", "-b", HOSTILE_MIRROR]
     assert args[8] == "-i"
-    assert (log / "ignition.json").read_bytes() == bootcfg.installed
+    # the installed config gains the node's new SSH host key; install-complete reports it
+    installed = json.loads((log / "ignition.json").read_bytes())
+    keys = {f["path"]: f for f in installed["storage"]["files"]}
+    assert set(keys) == {"/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_ed25519_key.pub"}
+    assert keys["/etc/ssh/ssh_host_ed25519_key"]["mode"] == 0o600
+    public = base64.b64decode(
+        keys["/etc/ssh/ssh_host_ed25519_key.pub"]["contents"]["source"].split(",", 1)[1]
+    ).decode()
+    private = base64.b64decode(
+        keys["/etc/ssh/ssh_host_ed25519_key"]["contents"]["source"].split(",", 1)[1]
+    ).decode()
+    assert private.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
     assert (log / "systemctl").read_text() == "reboot\n"
     assert not (tmp_path / "MARK").exists()
     assert [(m, p) for m, p, _, _ in bootcfg.requests] == [
         ("GET", f"/ignition?mac={NODE_MAC}&os=installed"),
         ("POST", f"/install-complete?mac={NODE_MAC}"),
     ]
+    _, _, body, headers = bootcfg.requests[1]
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"host_key": " ".join(public.split()[:2])}
     assert "kpc-install: installing Flatcar 3975.2.0 (stable)" in proc.stderr
 
 
@@ -435,6 +458,11 @@ def test_checkin_script_posts_contract_facts(bootcfg: Bootcfg, tmp_path: Path) -
     [(method, path, body, headers)] = bootcfg.requests
     assert (method, path) == ("POST", f"/checkin?mac={NODE_MAC}")
     assert headers["Content-Type"] == "application/json"
+    # signed with the node's host key, as bootcfg verifies it
+    public = (tmp_path / "ssh_host_ed25519_key.pub").read_text()
+    when = int(headers["X-Kpc-Time"])
+    message = checkin_message(NODE_MAC, when, body)
+    sshsig.verify(public, CHECKIN_NAMESPACE, message, headers["X-Kpc-Signature"])
     facts = json.loads(body)
     assert set(facts) == {"hostname", "os", "interfaces", "disks", "address"}
     assert facts["hostname"] == Path("/proc/sys/kernel/hostname").read_text().strip()

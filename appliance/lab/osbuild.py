@@ -44,6 +44,8 @@ EXECUTABLES = {  # host file -> Debian package that provides it
     "/usr/bin/jq": "jq",
     "/usr/sbin/dropbear": "dropbear-bin",
     "/usr/bin/dropbearkey": "dropbear-bin",
+    "/usr/bin/dropbearconvert": "dropbear-bin",
+    "/usr/bin/ssh-keygen": "openssh-client",  # host key, and signed check-ins (-Y sign)
 }
 BUSYBOX = ("/bin/busybox", "busybox-static")
 MBR_CODE = ("/usr/lib/syslinux/mbr/mbr.bin", "syslinux-common")

@@ -71,6 +71,14 @@ fetch() {
   return 1
 }
 
+# post_json URL FILE [HEADER...]: HTTP POST of the JSON body in FILE, with extra headers.
+post_json() {
+  url=$1; file=$2; shift 2
+  n=$#
+  while [ "$n" -gt 0 ]; do h=$1; shift; set -- "$@" --header "$h"; n=$((n - 1)); done
+  wget -q -O /dev/null --header 'Content-Type: application/json' "$@" --post-file "$file" "$url"
+}
+
 # post URL [FILE]: HTTP POST (a JSON body from FILE, or an empty body).
 post() {
   if [ -n "$2" ]; then
