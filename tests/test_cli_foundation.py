@@ -237,7 +237,7 @@ def test_render_install_for_a_node_to_a_file(tmp_path: Path, site: Path, pubkey:
 
 
 def test_render_with_token_writes_a_private_file(tmp_path: Path, site: Path) -> None:
-    site.write_text(SITE + "bootcfg: {token: {env: KPC_BOOTCFG_TOKEN}}\n")
+    site.write_text(SITE + "bootcfg: {node_auth: open, token: {env: KPC_BOOTCFG_TOKEN}}\n")
     target = tmp_path / "node.ign"
     args = ("-c", str(site), "ignition", "render", "targetnode", "-o", str(target))
     code, _, err = kpc(tmp_path, *args)
