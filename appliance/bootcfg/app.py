@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.typedefs import Handler
 
 from appliance.bootcfg import boot, configs, files, machines
@@ -35,7 +36,30 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.Response(text=f"error: {exc.message}\n", status=503, content_type=TEXT)
 
 
+class _OneLine(logging.Filter):
+    """aiohttp logs a malformed request with a traceback; make it one line naming the
+    client and the parser's complaint (control characters escaped)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadHttpMessage):
+            reason = " ".join(str(exc).split())[:200]
+            said = record.getMessage()
+            record.msg = "%s: malformed HTTP request refused (400): %s"
+            record.args = (ascii(said), ascii(reason))
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_malformed_requests() -> None:
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _OneLine) for f in logger.filters):
+        logger.addFilter(_OneLine())
+
+
 def make_app(service: Service) -> web.Application:
+    _quiet_malformed_requests()
     app = web.Application(middlewares=[_errors], client_max_size=service.max_body)
     app[SERVICE] = service
 

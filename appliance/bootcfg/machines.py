@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -16,6 +17,7 @@ from appliance.errors import StateError
 from appliance.state.model import Machine
 
 log = logging.getLogger("kpc.bootcfg")
+BODY_DEADLINE = 10.0  # seconds a node may take to send a request body (slow bodies: 408)
 
 
 def _authorize(request: web.Request) -> None:
@@ -47,10 +49,20 @@ async def _body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     data = bytearray()
-    async for chunk in request.content.iter_chunked(65536):
-        data += chunk
-        if len(data) > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+    try:
+        async with asyncio.timeout(BODY_DEADLINE):
+            async for chunk in request.content.iter_chunked(65536):
+                data += chunk
+                if len(data) > limit:
+                    raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+    except TimeoutError:
+        log.warning(
+            "%s from %s: body not received within %g s", request.path, request.remote, BODY_DEADLINE
+        )
+        raise web.HTTPRequestTimeout(
+            text=f"request timeout: the body did not arrive within {BODY_DEADLINE:g} s\n",
+            content_type=TEXT,
+        ) from None
     return bytes(data)
 
 
