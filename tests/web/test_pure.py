@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,38 @@ def test_tail_reads_only_the_end(tmp_path: Path) -> None:
     assert lines == ["line 9997", "line 9998", "line 9999"]
     assert size == path.stat().st_size
     assert logs.tail(tmp_path / "none", 3) == ([], 0)
+
+
+def _luminance(hex_colour: str) -> float:
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours."""
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_text_colours_meet_wcag_aa_contrast() -> None:
+    """Every text/background pair the stylesheet uses reaches 4.5:1 (WCAG 2.1 AA)."""
+    css = (Path(__file__).parents[2] / "appliance" / "web" / "static" / "app.css").read_text()
+    var = dict(re.findall(r"--([a-z-]+):\s*(#[0-9a-f]{6})", css))
+    pairs = [
+        (var["fg"], var["bg"]),
+        (var["muted"], var["bg"]),
+        (var["muted"], var["panel"]),
+        (var["link"], var["bg"]),
+        (var["link"], var["panel"]),
+        (var["bad"], var["bad-bg"]),
+        (var["fg"], var["bad-bg"]),
+        (var["muted"], var["bad-bg"]),
+        ("#ffffff", var["bad"]),  # the STUCK flag
+        ("#ffffff", "#14213d"),  # the top bar
+        ("#ffffff", "#0a4fb3"),  # buttons
+    ]
+    states = re.findall(r"\.state-[a-z]+ \{ color: (#[0-9a-f]{6}); background: (#[0-9a-f]{6})", css)
+    assert len(states) == 6
+    for fg, bg in pairs + states:
+        assert contrast(fg, bg) >= 4.5, f"{fg} on {bg}: {contrast(fg, bg):.2f}:1"
