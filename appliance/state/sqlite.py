@@ -191,6 +191,7 @@ class SqliteStore:
     def __init__(self, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.path = path
         self._lock = threading.RLock()
+        self._durable = True
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -210,9 +211,10 @@ class SqliteStore:
             mode = str(self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
             if mode.lower() != "wal":
                 raise StateError(f"the machine registry {path} cannot use WAL (journal: {mode})")
-            # FULL: every commit is fsync'd before it returns, so an acknowledged
-            # install-complete survives power loss (NORMAL may lose the last commits)
-            self._db.execute("PRAGMA synchronous = FULL")
+            # NORMAL, plus an fsync of the WAL after every state-changing commit (_write):
+            # an acknowledged install-complete survives power loss, while a request that
+            # only moves "last seen" does not pay for a disk flush (docs/benchmarks.md)
+            self._db.execute("PRAGMA synchronous = NORMAL")
             version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
             if version > SCHEMA_VERSION:
                 raise StateError(
@@ -252,6 +254,7 @@ class SqliteStore:
         """One write transaction; rolled back on any error. A database that cannot take the
         write (busy, locked, full, read-only, I/O error) raises ``RegistryUnavailable``."""
         with self._lock:
+            self._durable = True  # a transaction may lower this before it commits
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
@@ -268,6 +271,26 @@ class SqliteStore:
             except sqlite3.OperationalError as exc:
                 self._rollback()
                 raise self._unavailable(exc) from None
+            if self._durable:
+                self._sync_wal()
+
+    def _sync_wal(self) -> None:
+        """Flush the WAL (which holds the commit just made) to the disk."""
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            return  # nothing was written
+        except OSError as exc:
+            raise RegistryUnavailable(f"the machine registry {self.path}: {exc}") from None
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise RegistryUnavailable(
+                f"the machine registry {self.path} could not flush a commit to disk: {exc}",
+                hint="the change may not survive a power loss; the request can be retried",
+            ) from None
+        finally:
+            os.close(fd)
 
     def _rollback(self) -> None:
         try:
@@ -307,7 +330,7 @@ class SqliteStore:
                 f"the file system of the machine registry {self.path} is read-only"
             )
         with self._write():
-            pass
+            self._durable = False
 
     def _row(self, db: sqlite3.Connection, mac: str) -> sqlite3.Row | None:
         row: sqlite3.Row | None = db.execute(
@@ -388,6 +411,7 @@ class SqliteStore:
                     after = dataclasses.replace(after, bmc_address=inventoried["address"])
             for kind, detail in transition.events:
                 _append(db, mac, kind, detail, now)
+            self._durable = after is not None and _state_changed(before, after)
             if after is not None and after != before:
                 if after.mac != mac:
                     raise StateError(f"a transition on {mac} returned the record of {after.mac}")
@@ -620,6 +644,23 @@ def _add_columns(db: sqlite3.Connection) -> None:
         if column not in present[table]:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
             present[table].add(column)
+
+
+def _state_changed(before: Machine | None, after: Machine) -> bool:
+    """Whether a transition changes more than when and from where the machine was last
+    seen: such commits are flushed to disk before they are acknowledged."""
+    if before is None:
+        return True
+    seen_only = dataclasses.replace(
+        after,
+        last_seen=before.last_seen,
+        last_address=before.last_address,
+        last_endpoint=before.last_endpoint,
+        uuid=before.uuid,
+        hostname=before.hostname,
+        serial=before.serial,
+    )
+    return seen_only != before
 
 
 def _note_changes(db: sqlite3.Connection, before: Machine, after: Machine, now: float) -> None:
