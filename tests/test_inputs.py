@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.bootcfg.catalog import TemplateKind, load_template
 from appliance.errors import ConfigError
 from appliance.inputfile import check_yaml_shape, read_yaml
 
@@ -183,3 +184,13 @@ def test_other_yaml_files_are_bounded_too(tmp_path: Path) -> None:
 
 def test_ordinary_yaml_with_an_alias_is_fine() -> None:
     check_yaml_shape("base: &b {a: 1, b: [1, 2, 3]}\nother: *b\nlist: [*b, *b]\n", "x.yaml")
+
+
+def test_a_bootcfg_template_that_is_a_fifo_is_refused_unread(tmp_path: Path) -> None:
+    fifo = tmp_path / "install.ign"
+    os.mkfifo(fifo)  # nobody writes: reading it would block bootcfg forever
+    template = load_template(fifo, generic=False)
+    assert template.kind is TemplateKind.REFUSED
+    assert template.problem == (
+        f"{fifo}: is a named pipe (FIFO), not a file; the bootcfg data file must be a regular file"
+    )

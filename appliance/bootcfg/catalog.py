@@ -34,6 +34,7 @@ from typing import Any
 from appliance.bootcfg.gotemplate import GoTemplate, GoTemplateError, has_actions, parse
 from appliance.bootcfg.labels import LabelError, normalize_selector, validate_label
 from appliance.errors import ConfigError
+from appliance.inputfile import read_text
 
 SUBDIRS = ("groups", "profiles", "ignition", "generic")
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -151,16 +152,13 @@ def match_order(groups: list[Group]) -> tuple[Group, ...]:
 
 
 def _read_text(path: Path, problems: list[str]) -> str | None:
+    """The file's text, or None and a problem (a FIFO or device is refused unread)."""
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            problems.append(f"{path}: larger than {MAX_FILE_BYTES} bytes")
-            return None
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        problems.append(f"{path}: not UTF-8 text")
-    except OSError as exc:
-        problems.append(f"{path}: cannot read: {exc.strerror}")
+        return read_text(path, what="bootcfg data file", limit=MAX_FILE_BYTES)
+    except FileNotFoundError:
+        problems.append(f"{path}: cannot read: no such file")
+    except ConfigError as exc:
+        problems.append(exc.message)
     return None
 
 
