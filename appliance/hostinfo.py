@@ -51,13 +51,14 @@ def default_route_interface(ip_route_json: str) -> str | None:
     return None
 
 
-def ssh_server_address(environ: Mapping[str, str]) -> ipaddress.IPv4Address | None:
-    """The local address of the operator's SSH session (third field of SSH_CONNECTION)."""
-    fields = environ.get("SSH_CONNECTION", "").split()
+def ssh_server_address(ssh_connection: str | None) -> ipaddress.IPv4Address | None:
+    """The local address of the operator's SSH session: the third field of SSH_CONNECTION
+    if it is IPv4 (or IPv4-mapped IPv6; an IPv6 zone such as ``%eth0`` is dropped)."""
+    fields = (ssh_connection or "").split()
     if len(fields) != 4:
         return None
     try:
-        address = ipaddress.ip_address(fields[2])
+        address = ipaddress.ip_address(fields[2].split("%")[0])
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address):
@@ -70,7 +71,7 @@ def choose_network(
 ) -> HostNetwork | None:
     """SSH_CONNECTION's server address if it is on an interface here, else the default route's."""
     addresses = parse_addresses(ip_addr_json)
-    wanted = ssh_server_address(environ)
+    wanted = ssh_server_address(environ.get("SSH_CONNECTION"))
     if wanted is not None and not wanted.is_loopback:
         for name, iface in addresses:
             if iface.ip == wanted:

@@ -34,14 +34,6 @@ def _ip(args: Sequence[str], netns: str | None = None, *, check: bool = True) ->
     return process.run(argv, check=check).stdout
 
 
-def netns_list() -> list[str]:
-    """Names of the network namespaces (those under /run/netns)."""
-    out = process.run(["ip", "-j", "netns", "list"]).stdout.strip()
-    if not out:
-        return []
-    return [str(item["name"]) for item in json.loads(out)]
-
-
 def netns_exists(name: str) -> bool:
     return (NETNS_DIR / name).exists()
 
@@ -153,14 +145,6 @@ def process_start_time(pid: int) -> int | None:
         return None
     fields = stat.rsplit(")", 1)[-1].split()
     return int(fields[19]) if len(fields) > 19 else None
-
-
-def process_netns(pid: int) -> str | None:
-    """The network namespace identity of ``pid`` (``net:[inode]``), None if gone."""
-    try:
-        return os.readlink(f"/proc/{pid}/ns/net")
-    except OSError:
-        return None
 
 
 def pids_naming(path: Path) -> list[int]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from appliance.drivers import process
 from appliance.errors import KpcError
+from appliance.hostinfo import ssh_server_address
 
 
 @dataclass(frozen=True)
@@ -56,22 +57,6 @@ def parse_ip_addresses(text: str) -> list[HostAddress]:
                 continue
             found.append(HostAddress(name, iface.ip, iface.network, up))
     return found
-
-
-def ssh_server_address(ssh_connection: str | None) -> ipaddress.IPv4Address | None:
-    """The server side of ``SSH_CONNECTION`` if it is IPv4 (or IPv4-mapped IPv6)."""
-    if not ssh_connection:
-        return None
-    fields = ssh_connection.split()
-    if len(fields) != 4:
-        return None
-    try:
-        address = ipaddress.ip_address(fields[2].split("%")[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address):
-        return address.ipv4_mapped
-    return address
 
 
 def choose_address(addresses: list[HostAddress], ssh_connection: str | None) -> AddressChoice:

@@ -285,22 +285,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def find_built(cache: Path) -> LabOs | None:
-    """The newest complete lab OS in ``cache``, without building or downloading."""
-    best: tuple[float, LabOs] | None = None
-    for manifest in cache.glob("labos-*/manifest.json"):
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        built = LabOs(manifest.parent, str(data["version"]), str(data["kernel_release"]))
-        if all(f.is_file() for f in built.files()):
-            stamp = manifest.stat().st_mtime
-            if best is None or stamp > best[0]:
-                best = (stamp, built)
-    return best[1] if best else None
-
-
 def build_lab_os(cache: Path, progress: ProgressFn = lambda _: None) -> LabOs:
     """The lab OS for the current inputs, built into ``cache`` unless already there."""
     _require_inputs()
