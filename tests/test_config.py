@@ -335,9 +335,7 @@ def test_network_detection_prefers_the_ssh_session_address() -> None:
     nat = {"SSH_CONNECTION": "203.0.113.9 5 203.0.113.10 22"}
     assert choose_network(nat, IP_ROUTE, IP_ADDR) == routed
     assert choose_network({}, "[]", IP_ADDR) is None
-    assert ssh_server_address("::1 5 ::ffff:198.18.0.2 22") == (
-        ipaddress.IPv4Address("198.18.0.2")
-    )
+    assert ssh_server_address("::1 5 ::ffff:198.18.0.2 22") == (ipaddress.IPv4Address("198.18.0.2"))
     assert ssh_server_address("garbage") is None
     assert ssh_server_address("fe80::1%eth0 5 fe80::2%eth0 22") is None  # IPv6, zone dropped
 
