@@ -154,7 +154,8 @@ def web_spec(config: SiteConfig, config_file: Path) -> ContainerSpec:
     mounts = [
         Mount(config_file.absolute(), CONFIG_IN_CONTAINER, read_only=True),
         *_registry_mounts(config),
-        Mount(config.paths.log_dir, str(config.paths.log_dir), read_only=True),
+        # read only in practice; writable so that `kpc up` makes it on a host without logs yet
+        Mount(config.paths.log_dir, str(config.paths.log_dir)),
     ]
     if web_config.serial_logs is not None:
         mounts.append(Mount(web_config.serial_logs, str(web_config.serial_logs), read_only=True))

@@ -162,7 +162,7 @@ def test_web_runs_when_enabled_with_its_secret_as_a_read_only_file() -> None:
     assert volumes == {
         "/etc/kpc/kpc.yaml:/etc/kpc/kpc.yaml:ro",
         "/var/lib/kpc/bootcfg:/var/lib/kpc/bootcfg:rw",
-        "/var/log/kpc:/var/log/kpc:ro",
+        "/var/log/kpc:/var/log/kpc:rw",
         "/etc/kpc/secrets/web-password:/etc/kpc/secrets/web-password:ro",
     }
     assert w.secret_env == ()  # no BMC password without actions
