@@ -28,6 +28,7 @@ from pydantic import (
 
 from appliance.errors import ConfigError, SecretError
 from appliance.inputfile import KIB, MIB, load_yaml, read_text
+from appliance.mac import MAC_RE, normalize_mac
 
 DEFAULT_CONFIG_PATH = Path("/etc/kpc/kpc.yaml")
 MAX_CONFIG_BYTES = 1 * MIB
@@ -99,15 +100,6 @@ class SecretRef(Model):
 
 IPv4Address = Annotated[ipaddress.IPv4Address, Field()]
 IPv4Network = Annotated[ipaddress.IPv4Network, Field()]
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-
-
-def normalize_mac(value: str) -> str:
-    """``AA-BB-..``, ``aabb..`` or ``aa:bb:..`` to ``aa:bb:cc:dd:ee:ff``; ValueError otherwise."""
-    digits = re.sub(r"[:\-.]", "", value.strip().lower())
-    if not re.fullmatch(r"[0-9a-f]{12}", digits):
-        raise ValueError(f"not a MAC address: {value!r}")
-    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 
 class Provisioning(Model):

@@ -24,7 +24,7 @@ from typing import Any
 
 from appliance.bmc.actions import Action, BootDevice, BootMode, Kind, PowerAction
 from appliance.bmc.jobs import Failure, HostError, Inventory, Target
-from appliance.config import normalize_mac
+from appliance.mac import normalize_mac
 
 SERVICE_ROOT = "/redfish/v1/"
 

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from appliance.bootcfg.labels import LabelError, validate_label
-from appliance.config import normalize_mac
+from appliance.mac import normalize_mac
 
 MAX_ITEMS = 256
 MAX_TEXT = 256

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from appliance.config import normalize_mac
+from appliance.mac import normalize_mac
 
 RESERVED = ("uuid", "mac", "hostname", "serial")
 MAX_LABELS = 32

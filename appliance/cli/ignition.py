@@ -10,11 +10,12 @@ import typer
 
 from appliance.cli.common import Cli, cli
 from appliance.cli.config import write_file
-from appliance.config import SiteConfig, normalize_mac
+from appliance.config import SiteConfig
 from appliance.errors import ConfigError, UsageError
 from appliance.inputfile import MAX_TEMPLATE_BYTES, read_text
 from appliance.install.osrelease import detect_os
 from appliance.keys import KeyCollection, authorized_keys_path, collect_keys
+from appliance.mac import normalize_mac
 from appliance.render.ignition import dumps, render_ignition, request_context, site_context
 from appliance.resources import resource_dir
 from appliance.services.units import systemd_services

@@ -17,9 +17,9 @@ from rich.table import Table
 
 from appliance.cli.common import Cli, cli, emit_json
 from appliance.cli.nodes import group
-from appliance.config import normalize_mac
 from appliance.drivers.ssh import HostKey, exec_program
 from appliance.errors import KpcError, StateError, UsageError
+from appliance.mac import normalize_mac
 from appliance.nodes.access import AccessError, SshSettings, open_session, ssh_settings
 from appliance.nodes.checks import GIB, Check, Policy, Status
 from appliance.nodes.execute import (

@@ -12,8 +12,8 @@ from rich.table import Table
 
 from appliance.bootcfg.inventory import ansible_host, ansible_list
 from appliance.cli.common import Cli, cli, confirm, emit_json
-from appliance.config import normalize_mac
 from appliance.errors import Aborted, StateError, UsageError
+from appliance.mac import normalize_mac
 from appliance.state.model import BootMode, Machine, MachineState
 from appliance.state.sqlite import open_store
 from appliance.state.store import MachineStore

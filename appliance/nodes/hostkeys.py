@@ -13,9 +13,9 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from appliance.config import normalize_mac
 from appliance.drivers.ssh import SSH_PORT, HostKey
 from appliance.errors import StateError, UsageError
+from appliance.mac import normalize_mac
 from appliance.nodes.report import HostKeyStatus
 from appliance.nodes.targets import Target
 from appliance.state.model import Machine

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from appliance.config import normalize_mac
 from appliance.errors import KpcError, UsageError
+from appliance.mac import normalize_mac
 from appliance.state.model import Machine, MachineState
 from appliance.state.store import MachineStore
 

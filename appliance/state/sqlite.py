@@ -29,8 +29,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from appliance.config import MAC_RE, SiteConfig
+from appliance.config import SiteConfig
 from appliance.errors import RegistryUnavailable, StateError
+from appliance.mac import MAC_RE
 from appliance.state import rules
 from appliance.state.model import Bmc, BootMode, Event, EventKind, Machine, MachineState
 from appliance.state.store import MachineStore, Step, Transition

@@ -25,8 +25,9 @@ import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from appliance.config import SiteConfig, normalize_mac
+from appliance.config import SiteConfig
 from appliance.errors import ConfigError, KpcError
+from appliance.mac import normalize_mac
 from appliance.state.model import Bmc
 from appliance.state.store import MachineStore
 from appliance.web import actions as acts
