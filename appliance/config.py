@@ -28,6 +28,8 @@ from pydantic import (
 
 from appliance.errors import ConfigError, SecretError
 from appliance.inputfile import KIB, MIB, load_yaml, read_text
+from appliance.kolla.release import DEFAULT as KOLLA_DEFAULT_RELEASE
+from appliance.kolla.release import RELEASES as KOLLA_RELEASES
 from appliance.mac import MAC_RE, normalize_mac
 
 DEFAULT_CONFIG_PATH = Path("/etc/kpc/kpc.yaml")
@@ -232,7 +234,11 @@ class Roles(Model):
 
 
 class Kolla(Model):
-    release: str = "2024.1"
+    release: str = KOLLA_DEFAULT_RELEASE  # OpenStack series; pins kolla/kolla-ansible
+    # Which OpenStack services: 'core' (kolla-ansible's default core: keystone, glance, nova,
+    # neutron, placement, heat, horizon + infrastructure) or 'minimal' (keystone alone, with
+    # MariaDB, memcached and the load balancer).
+    services: Literal["minimal", "core"] = "core"
     base_distro: Literal["debian", "ubuntu", "rocky", "centos"] = "debian"
     internal_vip: IPv4Address | None = None
     network_interface: str = "eth0"
@@ -243,6 +249,14 @@ class Kolla(Model):
     globals: dict[str, Any] = Field(default_factory=dict)
     upstream_registry: str = "quay.io"
     upstream_namespace: str = "openstack.kolla"
+    build_threads: int = Field(default=1, ge=1, le=16)  # parallel kolla-build image builds
+
+    @field_validator("release")
+    @classmethod
+    def _known_release(cls, value: str) -> str:
+        if value not in KOLLA_RELEASES:
+            raise ValueError(f"kpc knows OpenStack release(s) {', '.join(KOLLA_RELEASES)}")
+        return value
 
 
 class Images(Model):
@@ -254,6 +268,15 @@ class Images(Model):
     debian_suite: str = "bookworm"
     pypi_index: str | None = None
     ca_bundle: Path | None = None
+
+    def base_for(self, suite: str) -> str:
+        """The base image of a Debian ``suite``: ``base`` itself for ``debian_suite``, else
+        the same repository tagged with the suite (``kpc/base:trixie``)."""
+        if suite == self.debian_suite:
+            return self.base
+        name, _, tag = self.base.rpartition(":")
+        repository = name if tag and "/" not in tag else self.base
+        return f"{repository}:{suite}"
 
 
 class Services(Model):

@@ -67,12 +67,19 @@ def _containers_dir(c: Cli) -> Path:
 def base(
     ctx: typer.Context,
     force: bool = typer.Option(False, "--force", help="Make it again even if it exists."),
+    suite: str = typer.Option(
+        None,
+        "--suite",
+        help="Debian suite (default: images.debian_suite). Another suite is tagged with its "
+        "name: the Kolla deployer and images need the release's suite (kpc/base:trixie).",
+        show_default=False,
+    ),
 ) -> None:
-    """Make the base image (images.base) without any registry.
+    """Make a base image (images.base, or one per --suite) without any registry.
 
-    Steps: if images.base is already there, use it (unless --force); otherwise debootstrap
-    images.debian_suite (minbase) from images.debian_mirror into a scratch folder under
-    /var/tmp, tar it, and docker import it as images.base. Needs root.
+    Steps: if the image is already there, use it (unless --force); otherwise debootstrap
+    the suite (minbase) from images.debian_mirror into a scratch folder under /var/tmp, tar
+    it, and docker import it as images.base (or images.base's repository:SUITE). Needs root.
     """
     c = cli(ctx)
     config = c.config()
@@ -80,6 +87,7 @@ def base(
         config,
         Docker(c.environ),
         force=force,
+        suite=suite,
         on_step=lambda what: c.out.print(f"  {escape(what)}"),
     )
     if outcome.built:

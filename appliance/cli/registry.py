@@ -27,7 +27,6 @@ from appliance.kolla.mirror import (
     source_registry,
     target_registry,
 )
-from appliance.resources import resource_dir
 
 group = typer.Typer(help="The deploy host's Docker registry.", no_args_is_help=True)
 
@@ -68,7 +67,7 @@ def mirror_command(
         "--images",
         "-i",
         help="Images to copy (names under kolla.upstream_namespace, comma-separated or "
-        "repeated). Default: kpc's list for the release (kolla/images.yml).",
+        "repeated). Default: the images of kolla.services for kolla.release.",
         show_default=False,
     ),
     dry_run: bool = typer.Option(
@@ -86,7 +85,7 @@ def mirror_command(
     password = config.registry.password.resolve(c.environ) if config.registry.password else None
     names = [n.strip() for item in images or [] for n in item.split(",") if n.strip()]
     if not names:
-        names = default_images(resource_dir("kolla", config.paths.source_dir), config.kolla.release)
+        names = default_images(config)
     tag = image_tag(config)
     source = source_registry(config)
     target = target_registry(config, password)

@@ -31,10 +31,11 @@ class BaseOutcome:
     seconds: float
 
 
-def debootstrap_argv(config: SiteConfig, rootfs: Path) -> list[str]:
+def debootstrap_argv(config: SiteConfig, rootfs: Path, suite: str | None = None) -> list[str]:
     images = config.images
     return [
-        "debootstrap", "--variant=minbase", images.debian_suite, str(rootfs), images.debian_mirror
+        "debootstrap", "--variant=minbase", suite or images.debian_suite, str(rootfs),
+        images.debian_mirror,
     ]  # fmt: skip
 
 
@@ -57,11 +58,14 @@ def make_base(
     docker: Docker,
     *,
     force: bool = False,
+    suite: str | None = None,
     on_step: Callable[[str], None] = lambda _: None,
     scratch_parent: Path = SCRATCH_PARENT,
 ) -> BaseOutcome:
-    """Make ``images.base`` unless it is already there (``force`` remakes it)."""
-    ref = config.images.base
+    """Make the base image of ``suite`` (default ``images.debian_suite``: ``images.base``)
+    unless it is already there (``force`` remakes it)."""
+    suite = suite or config.images.debian_suite
+    ref = config.images.base_for(suite)
     began = time.monotonic()
     docker.ping()
     present = docker.image(ref)
@@ -75,9 +79,9 @@ def make_base(
     rootfs = workdir / "rootfs"
     try:
         images = config.images
-        on_step(f"debootstrap {images.debian_suite} from {images.debian_mirror}")
+        on_step(f"debootstrap {suite} from {images.debian_mirror}")
         process.run(
-            debootstrap_argv(config, rootfs),
+            debootstrap_argv(config, rootfs, suite),
             hint="check images.debian_mirror and images.debian_suite in the site config",
         )
         on_step(f"docker import as {ref}")

@@ -27,6 +27,7 @@ from appliance.drivers.docker import BuildFailed, BuildRequest, Docker
 from appliance.errors import CommandFailed, ConfigError, DockerError, KpcError, ToolMissing
 from appliance.images import buildlog
 from appliance.images.catalog import KPC_DIST, ImageDef, image_ref
+from appliance.kolla.release import release
 
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CA_SECRET_ID = "kpc-ca"
@@ -57,13 +58,30 @@ class Progress(Protocol):
 
 
 def build_args(config: SiteConfig) -> dict[str, str]:
-    """The build arguments every kpc Dockerfile takes."""
+    """The build arguments every kpc Dockerfile takes.
+
+    The Kolla images (deployer, builder) build FROM ``KOLLA_BASE``, the base of the Kolla
+    release's Debian suite, and take their pins from the release (``kolla.release``).
+    """
+    kolla = release(config.kolla.release)
     return {
         "BASE": config.images.base,
         "DEBIAN_MIRROR": config.images.debian_mirror,
         "DEBIAN_SUITE": config.images.debian_suite,
         "PIP_INDEX_URL": config.images.pypi_index or DEFAULT_PIP_INDEX,
+        "KOLLA_BASE": config.images.base_for(kolla.debian_suite),
+        "KOLLA_SUITE": kolla.debian_suite,
+        **kolla.build_args(),
     }
+
+
+def bases_needed(config: SiteConfig, images: Sequence[ImageDef]) -> dict[str, str]:
+    """Each base image the chosen Dockerfiles build FROM, with the suite it is made of."""
+    args = build_args(config)
+    needed = {config.images.base: config.images.debian_suite}
+    if any(image.uses_arg("KOLLA_BASE") for image in images):
+        needed[args["KOLLA_BASE"]] = args["KOLLA_SUITE"]
+    return needed
 
 
 def image_labels(name: str, revision: str) -> dict[str, str]:
@@ -183,12 +201,13 @@ def build_images(
 ) -> list[BuildOutcome]:
     """Build ``images`` in order; stop at the first failure with its failing step's output."""
     docker.ping()
-    base = config.images.base
-    if docker.image(base) is None:
-        raise DockerError(
-            f"the base image {base} is not there",
-            hint="make it first (no registry needed): kpc images base",
-        )
+    for base, suite in bases_needed(config, images).items():
+        if docker.image(base) is None:
+            extra = "" if suite == config.images.debian_suite else f" --suite {suite}"
+            raise DockerError(
+                f"the base image {base} is not there",
+                hint=f"make it first (no registry needed): kpc images base{extra}",
+            )
     revision = source_revision(checkout)
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="kpc-images-") as tmp:

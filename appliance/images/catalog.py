@@ -21,6 +21,12 @@ class ImageDef:
     def dockerfile(self) -> Path:
         return self.directory / "Dockerfile"
 
+    def uses_arg(self, name: str) -> bool:
+        """True when the Dockerfile declares build argument ``name``."""
+        text = self.dockerfile.read_text(encoding="utf-8")
+        return any(line.split()[:2] == ["ARG", name] or line.startswith(f"ARG {name}=")
+                   for line in text.splitlines())
+
     def wants_kpc_dist(self) -> bool:
         """True when the Dockerfile copies from ``kpc-dist/`` (it installs kpc itself)."""
         return f"{KPC_DIST}/" in self.dockerfile.read_text(encoding="utf-8")

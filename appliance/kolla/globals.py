@@ -8,6 +8,7 @@ import yaml
 
 from appliance.config import SiteConfig
 from appliance.errors import ConfigError
+from appliance.kolla.imagesets import image_sets
 
 # Keys kpc derives from dedicated site-config fields; kolla.globals may not set them.
 MANAGED = {
@@ -45,6 +46,8 @@ def render_globals(config: SiteConfig) -> dict[str, Any]:
         "docker_registry": registry_endpoint(config),
         "docker_registry_insecure": not config.registry.tls,
         "docker_namespace": kolla.upstream_namespace,
+        # The service set (kolla.services), and off for what cannot be built offline.
+        **image_sets(kolla.release).globals_for(kolla.services),
     }
     if config.registry.user:
         data["docker_registry_username"] = config.registry.user

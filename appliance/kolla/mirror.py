@@ -11,19 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from appliance.config import SiteConfig
-from appliance.errors import ConfigError, UsageError
-from appliance.inputfile import read_yaml
+from appliance.errors import UsageError
+from appliance.kolla.imagesets import image_sets
 from appliance.kolla.registry_client import INDEX_TYPES, Manifest, Registry, RegistryError
+from appliance.kolla.release import release
 
-# kolla_base_distro_version per distro, as kolla-ansible 2024.1 tags its images
-# (openstack_tag = release-distro-version).
-DISTRO_VERSIONS = {"debian": "bookworm", "ubuntu": "jammy", "rocky": "9", "centos": "stream9"}
 PLATFORM = ("linux", "amd64")
-IMAGES_FILE = "images.yml"
 
 
 @dataclass(frozen=True)
@@ -62,24 +58,12 @@ def image_tag(config: SiteConfig) -> str:
     override = config.kolla.globals.get("openstack_tag")
     if override:
         return str(override)
-    distro = config.kolla.base_distro
-    return f"{config.kolla.release}-{distro}-{DISTRO_VERSIONS[distro]}"
+    return release(config.kolla.release).tag(config.kolla.base_distro)
 
 
-def default_images(kolla_dir: Path, release: str) -> list[str]:
-    """The images of a default deployment of ``release``, from kpc's ``kolla/images.yml``."""
-    path = kolla_dir / IMAGES_FILE
-    try:
-        data: Any = read_yaml(path, what="image list")
-    except FileNotFoundError:
-        raise ConfigError(f"cannot read kpc's image list {path}: no such file") from None
-    names = data.get(release) if isinstance(data, dict) else None
-    if not isinstance(names, list) or not names:
-        raise UsageError(
-            f"kpc has no image list for Kolla release {release} in {path}",
-            hint="name the images to copy: kpc registry mirror --images keystone ...",
-        )
-    return [str(n) for n in names]
+def default_images(config: SiteConfig) -> list[str]:
+    """The images of the site's service set (kolla.services) of its release."""
+    return list(image_sets(config.kolla.release).of(config.kolla.services))
 
 
 def blobs_of(manifest: Any) -> list[Blob]:

@@ -158,7 +158,10 @@ registry:
 
 # OpenStack, deployed by kolla-ansible.
 kolla:
-  release: {s(kolla.release)}
+  release: {s(kolla.release)}    # OpenStack series; pins kolla, kolla-ansible, the Debian suite
+  # Services: 'core' is kolla-ansible's default OpenStack core; 'minimal' is keystone
+  # alone (with MariaDB, memcached, HAProxy/keepalived), for a lab or a first rack test.
+  services: {s(kolla.services)}
   base_distro: {s(kolla.base_distro)}    # debian, ubuntu, rocky or centos
   # internal_vip: 10.101.0.250    # an unused address on the management network
   network_interface: {s(kolla.network_interface)}    # the nodes' management interface
@@ -178,6 +181,7 @@ kolla:
   #   enable_cinder: "yes"
   # upstream_registry: {s(kolla.upstream_registry)}
   # upstream_namespace: {s(kolla.upstream_namespace)}
+  # build_threads: {kolla.build_threads}    # images 'kpc kolla images build' builds at once
 
 # How kpc builds its own container images (from a local base image; no outside registry).
 # images:

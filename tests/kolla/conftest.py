@@ -1,7 +1,7 @@
 """The Kolla lab: the real kolla_deployer image, "kolla nodes" on a private network, a real
 bootcfg for their check-in, and real Docker registries on loopback.
 
-Nodes are containers of ``tests/kolla/target`` (Debian 12, systemd as PID 1, sshd, sudo,
+Nodes are containers of ``tests/kolla/target`` (Debian 13, systemd as PID 1, sshd, sudo,
 Python 3) on an internal Docker network this session creates. --privileged does not work on
 this engine, so a node cannot run its own dockerd: each node gets the test host's engine
 (its socket, and its volume directory read-only so kolla can link the kolla_logs volume).
@@ -31,6 +31,7 @@ from tests.conftest import require_docker, require_tool, wait_for
 
 TAG = "kpch"
 BASE = "kpc/base:bookworm"
+NODE_BASE = "kpc/base:trixie"  # the Kolla release's host OS (and its images' base)
 DEPLOYER = f"{TAG}/kolla_deployer:latest"
 NODE_IMAGE = f"{TAG}/kolla-node:latest"
 NETWORK = f"{TAG}-kolla"
@@ -147,8 +148,9 @@ def write_config(path: Path, data: dict[str, Any]) -> Path:
 def kolla_images(tmp_path_factory: pytest.TempPathFactory) -> str:
     """kpc's kolla_deployer image (built by 'kpc images build') and the node image."""
     require_docker()
-    if docker("image", "inspect", BASE, check=False).returncode != 0:
-        pytest.fail(f"the base image {BASE} is missing: run 'kpc images base' first")
+    for base, hint in ((BASE, "kpc images base"), (NODE_BASE, "kpc images base --suite trixie")):
+        if docker("image", "inspect", base, check=False).returncode != 0:
+            pytest.fail(f"the base image {base} is missing: run '{hint}' first")
     root = tmp_path_factory.mktemp("kolla-images")
     config = write_config(
         root / "kpc.yaml",
@@ -161,7 +163,7 @@ def kolla_images(tmp_path_factory: pytest.TempPathFactory) -> str:
     assert result.exit_code == 0, result.output
     target = Path(__file__).parent / "target"
     Docker(os.environ).build(
-        BuildRequest(target, target / "Dockerfile", NODE_IMAGE, build_args={"BASE": BASE}),
+        BuildRequest(target, target / "Dockerfile", NODE_IMAGE, build_args={"BASE": NODE_BASE}),
         lambda line: None,
     )
     return DEPLOYER
@@ -261,9 +263,9 @@ def kolla_lab(kolla_images: str, tmp_path_factory: pytest.TempPathFactory) -> It
         bootcfg = Server(data_dir, data_dir / "machines.db", clock=lambda: next(ticks)).start()
         os_release = [
             # node1 says it is Flatcar: kpc prepares its Python itself (bootstrap) and kolla's
-            # host OS check is off for it; node2 is plain Debian 12.
+            # host OS check is off for it; node2 is plain Debian 13.
             {"name": "Flatcar Container Linux by Kinvolk", "id": "flatcar", "version": "3815.2.5"},
-            {"name": "Debian GNU/Linux", "id": "debian", "version": "12"},
+            {"name": "Debian GNU/Linux", "id": "debian", "version": "13"},
         ]
         nodes = []
         for name, mac, osr in zip(names, macs, os_release, strict=True):

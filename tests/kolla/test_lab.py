@@ -1,4 +1,4 @@
-"""kpc drives the real kolla-ansible 18.8.0 (the kolla_deployer image) against lab nodes.
+"""kpc drives the real kolla-ansible 23.0.0 (the kolla_deployer image) against lab nodes.
 
 The nodes checked in through bootcfg's real /checkin endpoint; kolla-ansible's own
 prechecks run against them over SSH. The tests run in file order and share the lab.
@@ -94,6 +94,9 @@ def test_bootstrap_then_kollas_prechecks_pass(kolla_lab: KollaLab) -> None:
 
     logs = sorted((Path(kolla_lab.data["paths"]["log_dir"]) / "kolla").glob("*-prechecks.log"))
     assert len(logs) == 1
+    # kolla's output can carry secrets: the logs are the operator's alone
+    assert stat.S_IMODE(logs[0].stat().st_mode) == 0o600
+    assert stat.S_IMODE(logs[0].parent.stat().st_mode) == 0o700
     text = logs[0].read_text(encoding="utf-8")
     assert text.startswith("# kpc kolla prechecks, ")
     assert "kolla-ansible prechecks --configdir /etc/kolla --inventory /etc/kolla/inventory" in text
@@ -141,7 +144,7 @@ def test_deploy_names_the_image_and_registry_it_cannot_pull(
     match = re.search(
         r"(kpch-node1, kpch-node2|kpch-node2, kpch-node1): "
         rf"cannot pull image {re.escape(where)}/openstack\.kolla/(kolla-toolbox|cron):"
-        rf"2024\.1-debian-bookworm from registry {re.escape(where)}: "
+        rf"2026\.2-debian-trixie from registry {re.escape(where)}: "
         r"the registry does not have this image",
         result.stderr,
     )

@@ -28,7 +28,7 @@ from tests.kolla.conftest import (
 )
 
 NAMESPACE = "kpch.kolla"
-TAG = "2024.1-debian-bookworm"
+TAG = "2026.2-debian-trixie"
 IMAGES = ("cron", "kolla-toolbox")
 
 pytestmark = pytest.mark.docker
@@ -109,7 +109,7 @@ def test_mirror_plans_resumes_copies_and_skips(mirror_lab: Mirror) -> None:
     rows = _rows(result.stdout)
     assert rows["cron"].startswith("1/2 present") and rows["cron"].endswith("copied")
     assert rows["kolla-toolbox"] == "0/2 present 0.3 MiB copied"
-    assert "mirroring 2 image(s), tag 2024.1-debian-bookworm" in result.stderr
+    assert "mirroring 2 image(s), tag 2026.2-debian-trixie" in result.stderr
 
     # Docker pulls the copies from the target and gets the very same images
     for name, image_id in mirror_lab.image_ids.items():

@@ -86,7 +86,7 @@ def test_failure_story_groups_hosts_with_the_same_message() -> None:
 
 
 def test_pull_failures_name_image_and_registry() -> None:
-    image = "10.0.0.1:5000/openstack.kolla/cron:2024.1-debian-bookworm"
+    image = "10.0.0.1:5000/openstack.kolla/cron:2026.2-debian-trixie"
     pulls = (
         PullFailure("node1", image, "10.0.0.1:5000", "connection refused"),
         PullFailure("node2", image, "10.0.0.1:5000", "connection refused"),
