@@ -21,6 +21,8 @@ from appliance.cli.node_access import print_report
 from appliance.config import SiteConfig
 from appliance.drivers.docker import Docker
 from appliance.errors import Aborted
+from appliance.kolla import buildout, imagebuild
+from appliance.kolla.client import run_openstack
 from appliance.kolla.commands import STEPS, Step
 from appliance.kolla.genconfig import PASSWORDS, generate
 from appliance.kolla.run import Access, KollaFailed, dry_run, run_step
@@ -170,6 +172,128 @@ def _add_steps() -> None:
 
 
 _add_steps()
+
+
+@group.command("openstack")
+def openstack(
+    ctx: typer.Context,
+    args: list[str] = typer.Argument(
+        None, help="Arguments for the OpenStack client, after '--'.", show_default=False
+    ),
+) -> None:
+    """Run the OpenStack client from the deployer as the cloud's admin.
+
+    Steps: check the admin openrc that 'kpc kolla post-deploy' wrote into kolla.config_dir
+    (present, complete, mode 0600); run 'openstack ARGS' in the kolla_deployer container
+    with that file sourced (the password never appears on a command line). Example:
+    kpc kolla openstack -- token issue
+    """
+    c = cli(ctx)
+    config = c.config()
+    code = run_openstack(
+        config, Docker(c.environ), args or [], lambda line: c.out.out(line, highlight=False)
+    )
+    if code != 0:
+        raise typer.Exit(code)
+
+
+images_group = typer.Typer(
+    help="Build the release's Kolla images offline with kolla's own builder.",
+    no_args_is_help=True,
+)
+group.add_typer(images_group, name="images")
+
+
+class _BuildProgress:
+    """One line per phase and per image event (every kolla-build line with --verbose)."""
+
+    def __init__(self, c: Cli) -> None:
+        self.c = c
+        self.started: dict[str, float] = {}
+
+    def phase(self, text: str) -> None:
+        self.c.out.print(f"[bold]==>[/] {escape(text)}")
+
+    def event(self, event: buildout.Event) -> None:
+        if event.kind == "started":
+            self.c.out.print(f"    {escape(event.image)}: building")
+        elif event.kind == "built":
+            took = buildout.seconds(event.text)
+            shown = f" in {took:.0f} s" if took is not None else ""
+            self.c.out.print(f"    {escape(event.image)}: [green]built[/]{shown}")
+        elif event.kind == "skipped":
+            self.c.out.print(f"    {escape(event.image)}: cached")
+        elif event.kind == "error" and not self.c.verbose:
+            self.c.out.print(f"    {escape(event.image)}: [red]{escape(event.text[:160])}[/]")
+
+    def line(self, line: str) -> None:
+        if self.c.verbose:
+            self.c.out.out(f"      {line}", highlight=False)
+
+
+@images_group.command("build")
+def images_build(
+    ctx: typer.Context,
+    names: list[str] = typer.Argument(
+        None, help="Kolla images to build (default: the set of kolla.services).", show_default=False
+    ),
+    set_name: str = typer.Option(
+        None,
+        "--set",
+        help="minimal: what a keystone-only deployment needs; core: kolla-ansible's default "
+        "OpenStack core (what this machine can build).",
+        show_default=False,
+    ),
+    no_push: bool = typer.Option(
+        False, "--no-push", help="Build only; do not push to the deploy host's registry."
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Build every image again, every step (kolla's --nocache)."
+    ),
+    threads: int = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        max=16,
+        help="Images built at once (default: kolla.build_threads).",
+        show_default=False,
+    ),
+) -> None:
+    """Build the release's Kolla images with kolla-build, from Debian's mirror and PyPI only.
+
+    Steps: check kpc's base of the release's Debian suite (kpc images base --suite trixie)
+    and the kolla_builder image (kpc images build kolla_builder); hash the inputs (release,
+    base, overrides, mirror, index, CA bundle); download the service sdists from PyPI and
+    resolve the upper constraints once per hash; run kolla-build in the builder container
+    (images already built for the same hash are kept: a second run rebuilds nothing; one log
+    per image); tag and push each image to the deploy host's registry as
+    <registry>/<kolla.upstream_namespace>/<name>:<openstack_tag>.
+    """
+    c = cli(ctx)
+    config = c.config()
+    report = imagebuild.build(
+        config,
+        Docker(c.environ),
+        names or [],
+        set_name,
+        _BuildProgress(c),
+        push=not no_push,
+        no_cache=no_cache,
+        threads=threads,
+    )
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for title in ("IMAGE", "STATUS", "SECONDS", "PUSHED AS"):
+        table.add_column(title)
+    for image in report.images:
+        took = f"{image.seconds:.0f}" if image.seconds is not None else "-"
+        table.add_row(image.name, image.status, took, escape(image.pushed or "-"))
+    c.out.print(table)
+    for name, why in report.unbuildable.items():
+        c.out.print(f"[yellow]not built here:[/] {escape(name)}: {escape(why)}")
+    c.out.print(
+        f"{len(report.images)} image(s), tag {report.tag}, in {report.seconds:.0f} s "
+        f"(inputs {report.digest[:12]}; logs under {report.workdir / 'logs'})"
+    )
 
 
 def register(app: typer.Typer) -> None:

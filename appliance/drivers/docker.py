@@ -316,6 +316,22 @@ class Docker:
             return False
         return True
 
+    def tag(self, source: str, target: str) -> None:
+        self._call(f"tagging {source} as {target}", lambda: self._client.image.tag(source, target))
+
+    def push(self, ref: str, on_line: Callable[[str], None]) -> None:
+        """Push ``ref`` to its registry, streaming the client's progress lines."""
+        lines: list[str] = []
+
+        def keep(line: str) -> None:
+            lines.append(line)
+            del lines[:-20]
+            on_line(line)
+
+        code = process.stream([*self.docker_cmd(), "push", ref], keep, check=False)
+        if code != 0:
+            raise translate("\n".join(lines), f"pushing {ref}", self.where)
+
     def builder(self) -> list[str]:
         """A docker client argv that can run BuildKit builds with secrets."""
         if self._builder is not None:

@@ -9,6 +9,7 @@ Every output line goes to the caller (live) and to
 
 from __future__ import annotations
 
+import os
 import shlex
 import tempfile
 from collections.abc import Callable, Sequence
@@ -90,8 +91,9 @@ def describe_failure(outcome: Outcome) -> tuple[str, str]:
             ]
         )
         hint = (
-            "copy the release's images into the deploy host's registry with 'kpc registry "
-            f"mirror' (or check docker_registry in globals.yml); full log: {outcome.log}"
+            "build the release's images into the deploy host's registry with 'kpc kolla "
+            "images build' (or copy them with 'kpc registry mirror'; check docker_registry "
+            f"in globals.yml); full log: {outcome.log}"
         )
     else:
         lines = _grouped(
@@ -182,7 +184,8 @@ def run_step(
     """Run ``step`` to the end; the outcome carries kolla's exit code and its failures."""
     require_generated(config)
     log = log_path(config, step, now)
-    log.parent.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log.parent.chmod(0o700)  # kolla's output can name secrets (tasks print their variables)
     config.paths.state_dir.mkdir(parents=True, exist_ok=True)
     seen: list[str] = []
     with tempfile.TemporaryDirectory(dir=config.paths.state_dir, prefix="kolla-run-") as tmp:
@@ -191,7 +194,8 @@ def run_step(
         call = plan(
             config, step, extra, access, run_dir, resource_dir("kolla", config.paths.source_dir)
         )
-        with log.open("w", encoding="utf-8") as handle:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(f"# kpc kolla {step}, {now.isoformat(timespec='seconds')}\n")
             handle.write(f"# {shlex.join(call.argv)}\n")
 
@@ -202,10 +206,24 @@ def run_step(
                 on_line(line)
 
             code = deployer.stream(docker, call, both)
+    if step == "post-deploy":
+        private_files(config.kolla.config_dir)
     found = failures(seen)
     registries = (registry_endpoint(config),)
     pulls = [p for p in (pull_failure(f, registries) for f in found) if p is not None]
     return Outcome(step, code, log, tuple(found), tuple(pulls))
+
+
+# What kolla's post-deploy writes into the config directory: credentials, owner-only.
+PRIVATE_PATTERNS = ("*openrc*.sh", "clouds.yaml", "passwords.yml")
+
+
+def private_files(config_dir: Path) -> list[Path]:
+    """Make the credential files in ``config_dir`` mode 0600; return them."""
+    found = sorted({p for pattern in PRIVATE_PATTERNS for p in config_dir.glob(pattern)})
+    for path in found:
+        path.chmod(0o600)
+    return found
 
 
 def dry_run(config: SiteConfig, step: str, extra: Sequence[str], access: Access) -> list[str]:
