@@ -319,6 +319,10 @@ class Docker:
     def tag(self, source: str, target: str) -> None:
         self._call(f"tagging {source} as {target}", lambda: self._client.image.tag(source, target))
 
+    def untag(self, ref: str) -> None:
+        """Remove the tag ``ref`` (the image stays while other tags name it)."""
+        self._call(f"removing tag {ref}", lambda: self._client.image.remove(ref, prune=False))
+
     def push(self, ref: str, on_line: Callable[[str], None]) -> None:
         """Push ``ref`` to its registry, streaming the client's progress lines."""
         lines: list[str] = []

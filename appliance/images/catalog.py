@@ -24,8 +24,10 @@ class ImageDef:
     def uses_arg(self, name: str) -> bool:
         """True when the Dockerfile declares build argument ``name``."""
         text = self.dockerfile.read_text(encoding="utf-8")
-        return any(line.split()[:2] == ["ARG", name] or line.startswith(f"ARG {name}=")
-                   for line in text.splitlines())
+        return any(
+            line.split()[:2] == ["ARG", name] or line.startswith(f"ARG {name}=")
+            for line in text.splitlines()
+        )
 
     def wants_kpc_dist(self) -> bool:
         """True when the Dockerfile copies from ``kpc-dist/`` (it installs kpc itself)."""

@@ -60,6 +60,14 @@ class Summary:
     failed: dict[str, str]  # image -> kolla's status (error, parent_error, ...)
     skipped: tuple[str, ...]
     unbuildable: tuple[str, ...]
+    not_matched: tuple[str, ...] = ()
+
+    def knows(self, name: str) -> bool:
+        """Whether kolla has an image of that name at all."""
+        return any(
+            name in group
+            for group in (self.built, self.failed, self.skipped, self.unbuildable, self.not_matched)
+        )
 
 
 def summary(text: str) -> Summary:
@@ -69,6 +77,7 @@ def summary(text: str) -> Summary:
         failed={i["name"]: str(i.get("status", "error")) for i in data.get("failed", [])},
         skipped=tuple(i["name"] for i in data.get("skipped", [])),
         unbuildable=tuple(i["name"] for i in data.get("unbuildable", [])),
+        not_matched=tuple(i["name"] for i in data.get("not_matched", [])),
     )
 
 

@@ -11,10 +11,12 @@ and push each image to the deploy host's registry as kolla-ansible pulls it.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
+import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Protocol
 
 from appliance.config import SiteConfig
 from appliance.drivers.docker import BuildRequest, Docker, Mount
+from appliance.drivers.forward import loopback_forward
 from appliance.errors import DockerError, KpcError
 from appliance.images.build import SYSTEM_CA_BUNDLE, write_ca_bundle
 from appliance.images.catalog import image_ref
@@ -79,14 +82,46 @@ class ImagesFailed(KpcError):
         self.report = report
 
 
-def push_endpoint(config: SiteConfig) -> str:
-    """The registry as this host's engine reaches it (loopback when it listens everywhere)."""
-    address = config.registry.address or "127.0.0.1"
-    return f"{address}:{config.registry.port}"
-
-
 def target_ref(config: SiteConfig, name: str) -> str:
-    return f"{push_endpoint(config)}/{config.kolla.upstream_namespace}/{name}:{image_tag(config)}"
+    """The image as kolla-ansible pulls it on the nodes."""
+    where = f"{config.registry_address}:{config.registry.port}"
+    return f"{where}/{config.kolla.upstream_namespace}/{name}:{image_tag(config)}"
+
+
+def push_images(
+    config: SiteConfig, docker: Docker, local: Mapping[str, str], progress: Progress
+) -> dict[str, str]:
+    """Push each local image (name -> local ref) to the deploy host's registry.
+
+    The engine speaks plain HTTP only to loopback registries, so the push goes through a
+    loopback port forwarded to the registry; the repository path is what the nodes pull.
+    """
+    pushed = {}
+    path = config.kolla.upstream_namespace
+    with loopback_forward(str(config.registry_address), config.registry.port) as port:
+        for name, ref in local.items():
+            target = target_ref(config, name)
+            progress.phase(f"push {name} -> {target}")
+            via = f"127.0.0.1:{port}/{path}/{name}:{image_tag(config)}"
+            docker.tag(ref, via)
+            try:
+                docker.push(via, progress.line)
+            finally:
+                docker.untag(via)
+            pushed[name] = target
+    return pushed
+
+
+def pip_index(config: SiteConfig) -> str:
+    return config.images.pypi_index or DEFAULT_PIP_INDEX
+
+
+def inputs_files(workdir: Path) -> dict[str, bytes]:
+    """What the constraints are resolved with: kpc's resolver and the CA bundle."""
+    return {
+        "kpc_constraints.py": (workdir / "recipe" / "kpc_constraints.py").read_bytes(),
+        "ca.pem": (workdir / "ca.pem").read_bytes(),
+    }
 
 
 def _static_files(config: SiteConfig) -> dict[str, bytes]:
@@ -185,8 +220,9 @@ def prepare(
     with tempfile.TemporaryDirectory() as tmp:
         ca = write_ca_bundle(Path(tmp) / "ca.pem", system_ca, config.images.ca_bundle)
         files["ca.pem"] = ca.read_bytes()
-    pip_index = config.images.pypi_index or DEFAULT_PIP_INDEX
-    inputs = recipe.Inputs(kolla, sets, base_id, config.images.debian_mirror, pip_index, files)
+    inputs = recipe.Inputs(
+        kolla, sets, base_id, config.images.debian_mirror, pip_index(config), files
+    )
     digest = inputs.digest()
     workdir = config.paths.state_dir / "kolla-build" / digest[:12]
     rdir = workdir / "recipe"
@@ -229,8 +265,23 @@ def build(
     progress.phase(f"inputs hashed: {digest[:12]} (build directory {workdir})")
     run = _Run(config, docker, image_ref(config, "kolla_builder"), workdir, progress)
 
+    local = {name: f"{namespace}/{name}:{kolla.tag()}" for name in chosen}
+    if not no_cache and all(docker.image(ref) is not None for ref in local.values()):
+        progress.phase("every image is already built from these inputs: nothing to build")
+        cached = tuple(ImageResult(name, "cached", None, None) for name in chosen)
+        return _finish(config, docker, sets, digest, namespace, workdir, cached, local, push,
+                       progress, began)  # fmt: skip
     source_base = _source_base(docker, config, base, digest, workdir)
-    sections = source_sections(sets, chosen)
+    # The sdists and the constraints do not depend on the base or the mirror: they are kept
+    # beside the build directories (by requirement, and by what they were resolved from),
+    # so a new base or mirror does not download or resolve them again.
+    shared = workdir.parent
+    sections = source_sections(sets, [*sets.minimal, *chosen])
+    for section, requirement in sections.items():
+        kept = shared / "sdists" / f"{requirement}.tar.gz"
+        target = workdir / "src" / f"{section}.tar.gz"
+        if kept.exists() and not target.exists():
+            shutil.copyfile(kept, target)
     missing = {s: r for s, r in sections.items() if not (workdir / "src" / f"{s}.tar.gz").exists()}
     if missing:
         progress.phase("PyPI sdists: " + ", ".join(missing.values()))
@@ -240,7 +291,15 @@ def build(
             for s, r in missing.items()
         )
         run("downloading the OpenStack sources from PyPI", ["sh", "-ec", script], progress.line)
+        for section, requirement in missing.items():
+            kept = shared / "sdists" / f"{requirement}.tar.gz"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(workdir / "src" / f"{section}.tar.gz", kept)
     constraints = workdir / "src" / "requirements" / "upper-constraints.txt"
+    key = recipe.constraints_key(kolla, sections, inputs_files(workdir), pip_index(config))
+    kept_constraints = shared / "constraints" / f"{key}.txt"
+    if kept_constraints.exists() and not constraints.exists():
+        shutil.copyfile(kept_constraints, constraints)
     if not constraints.exists():
         progress.phase("upper constraints: resolving the images' Python packages on PyPI")
         sdists = " ".join(recipe.source_file(s) for s in sections)
@@ -249,6 +308,9 @@ def build(
             f"&& mv {recipe.CONSTRAINTS}.part {recipe.CONSTRAINTS}"
         )
         run("resolving the upper constraints", ["sh", "-ec", script], progress.line)
+        kept_constraints.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(constraints, kept_constraints)
+    sections = source_sections(sets, chosen)
 
     stamp = (now or datetime.now()).strftime("%Y%m%dT%H%M%S")
     conf = recipe.build_conf(
@@ -257,7 +319,7 @@ def build(
         base_tag=source_base.rpartition(":")[2],
         image_namespace=namespace,
         threads=threads or config.kolla.build_threads,
-        pip_index=config.images.pypi_index or DEFAULT_PIP_INDEX,
+        pip_index=pip_index(config),
         sources=list(sections),
     ).replace(f"logs_dir = {recipe.LOGS}", f"logs_dir = {recipe.LOGS}/{stamp}")
     if no_cache:  # every image again, every step: kolla's --nocache, no skipping
@@ -284,31 +346,48 @@ def build(
     if not summary_file.exists():
         raise call_failed or KpcError("kolla-build wrote no summary", hint=f"see {logs}")
     result = buildout.summary(summary_file.read_text(encoding="utf-8"))
-    tag = image_tag(config)
     images: list[ImageResult] = []
+    ready: dict[str, str] = {}
     for name in chosen:
         log = logs / f"{name}.log"
         log_or_none = log if log.exists() else None
-        local = f"{namespace}/{name}:{kolla.tag()}"
-        if name in result.failed or docker.image(local) is None:
+        if name in result.failed or docker.image(local[name]) is None:
             images.append(
                 ImageResult(name, "failed", None, log_or_none, why=_why(name, result, logs))
             )
             continue
         status = "built" if name in result.built else "cached"
         took = _took(log_or_none) if status == "built" else None
-        pushed = None
-        if push:
-            target = target_ref(config, name)
-            progress.phase(f"push {name} -> {target}")
-            docker.tag(local, target)
-            docker.push(target, progress.line)
-            pushed = target
-        images.append(ImageResult(name, status, took, log_or_none, pushed))
+        images.append(ImageResult(name, status, took, log_or_none))
+        ready[name] = local[name]
+    return _finish(
+        config, docker, sets, digest, namespace, workdir, tuple(images), ready, push, progress,
+        began,
+    )  # fmt: skip
+
+
+def _finish(
+    config: SiteConfig,
+    docker: Docker,
+    sets: ImageSets,
+    digest: str,
+    namespace: str,
+    workdir: Path,
+    images: tuple[ImageResult, ...],
+    ready: Mapping[str, str],
+    push: bool,
+    progress: Progress,
+    began: float,
+) -> BuildReport:
+    """Push what was built (or found), report, and fail naming every image that was not."""
+    if push and ready:
+        pushed = push_images(config, docker, ready, progress)
+        images = tuple(dataclasses.replace(i, pushed=pushed.get(i.name)) for i in images)
     unbuildable = {n: u.why for n, u in sets.unbuildable.items()}
     report = BuildReport(
-        digest, namespace, tag, workdir, tuple(images), unbuildable, time.monotonic() - began
-    )
+        digest, namespace, image_tag(config), workdir, images, unbuildable,
+        time.monotonic() - began,
+    )  # fmt: skip
     if report.failed:
         raise ImagesFailed(report)
     return report
@@ -325,12 +404,20 @@ def _took(log: Path | None) -> float | None:
 
 
 def _why(name: str, result: buildout.Summary, logs: Path) -> str:
+    if not result.knows(name):
+        return "kolla has no image of that name (see: kolla-build --list-images)"
     status = result.failed.get(name, "not built")
-    log = logs / f"{name}.log"
-    if status == "parent_error" or not log.exists():
-        parents = [n for n, s in result.failed.items() if s == "error"]
-        which = ", ".join(parents) or "see the logs"
-        return f"{status}: a parent image failed ({which}); logs: {logs}"
+    if status == "error" and (logs / f"{name}.log").exists():
+        return _failed_at(logs / f"{name}.log")
+    parents = [n for n, s in result.failed.items() if s == "error" and n != name]
+    causes = [
+        f"{p} {_failed_at(logs / f'{p}.log')}" if (logs / f"{p}.log").exists() else p
+        for p in parents
+    ]
+    return f"{status}: a parent image failed ({'; '.join(causes) or 'see ' + str(logs)})"
+
+
+def _failed_at(log: Path) -> str:
     step, tail = buildout.failed_step(
         log.read_text(encoding="utf-8", errors="replace").splitlines()
     )

@@ -38,6 +38,22 @@ class Host:
     address: str
     groups: tuple[str, ...]
     flatcar: bool
+    interface: str | None = None  # the NIC that carries ``address``, from the facts
+
+
+def interface_of(machine: Machine, address: str) -> str | None:
+    """The checked-in interface holding ``address`` (kolla's per-host network_interface)."""
+    interfaces = machine.facts.get("interfaces")
+    if not isinstance(interfaces, list):
+        return None
+    for item in interfaces:
+        if not isinstance(item, dict):
+            continue
+        held = [str(a).split("/")[0] for a in item.get("addresses") or []]
+        name = item.get("name")
+        if address in held and isinstance(name, str) and re.fullmatch(r"[\w.:-]{1,15}", name):
+            return name
+    return None
 
 
 @dataclass(frozen=True)
@@ -114,7 +130,16 @@ def assign_roles(machines: Iterable[Machine], config: SiteConfig) -> Assignment:
             )
             name = fallback
         used[name] = machine.mac
-        hosts.append(Host(name, machine.mac, address, groups, is_flatcar(machine)))
+        hosts.append(
+            Host(
+                name,
+                machine.mac,
+                address,
+                groups,
+                is_flatcar(machine),
+                interface_of(machine, address),
+            )
+        )
     return Assignment(tuple(hosts), tuple(warnings))
 
 
@@ -241,7 +266,11 @@ def host_groups(kolla_inventory: str) -> list[str]:
 
 def _host_line(host: Host, ssh_user: str, ssh_port: int) -> str:
     line = f"{host.name} ansible_host={host.address} ansible_user={ssh_user}"
-    return line if ssh_port == 22 else f"{line} ansible_port={ssh_port}"
+    if ssh_port != 22:
+        line += f" ansible_port={ssh_port}"
+    if host.interface:  # NIC names differ between machines; kolla takes the host's own
+        line += f" network_interface={host.interface}"
+    return line
 
 
 def render_inventory(

@@ -74,6 +74,16 @@ class Inputs:
         return h.hexdigest()
 
 
+def constraints_key(
+    release: Release, sources: Mapping[str, str], files: Mapping[str, bytes], pip_index: str
+) -> str:
+    """What generated upper constraints depend on: not the base, not the Debian mirror."""
+    h = hashlib.sha256(repr((release, sorted(sources.items()), pip_index)).encode())
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return h.hexdigest()[:16]
+
+
 def namespace(prefix: str, digest: str) -> str:
     """Where the built images live in the local engine: ``<prefix>-kolla-<hash>``."""
     return f"{prefix}-kolla-{digest[:12]}"

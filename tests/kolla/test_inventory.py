@@ -204,3 +204,31 @@ def test_render_inventory_names_a_non_default_ssh_port() -> None:
         assign_roles([machine(1)], site()), MULTINODE, ssh_user="kolla", source="x", ssh_port=2222
     )
     assert "node1 ansible_host=10.0.0.11 ansible_user=kolla ansible_port=2222\n" in text
+
+
+def test_each_host_gets_the_nic_that_carries_its_address() -> None:
+    import dataclasses
+
+    from appliance.kolla.inventory import interface_of
+
+    node = machine(1)
+    node = dataclasses.replace(
+        node,
+        facts={
+            **node.facts,
+            "interfaces": [
+                {"name": "lo", "addresses": ["127.0.0.1/8"]},
+                {"name": "enp1s0", "addresses": ["10.0.0.11/24", "fe80::1/64"]},
+            ],
+        },
+    )
+    assert interface_of(node, "10.0.0.11") == "enp1s0"
+    assert interface_of(node, "10.0.0.99") is None
+    hostile = dataclasses.replace(
+        node, facts={"interfaces": [{"name": "eth0 x=1", "addresses": ["10.0.0.11"]}]}
+    )
+    assert interface_of(hostile, "10.0.0.11") is None  # never a second variable in the line
+    assignment = assign_roles([node, machine(2)], site(kolla={"roles": {"first": 1}}))
+    text = render_inventory(assignment, MULTINODE, ssh_user="core", source="t")
+    assert "node1 ansible_host=10.0.0.11 ansible_user=core network_interface=enp1s0\n" in text
+    assert "node2 ansible_host=10.0.0.12 ansible_user=core\n" in text
