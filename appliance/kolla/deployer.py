@@ -66,6 +66,11 @@ def stream(docker: Docker, call: Call, on_line: Callable[[str], None]) -> int:
     """Run ``call``, passing each output line to ``on_line``; return the command's exit code."""
     argv = [*docker.docker_cmd(), *run_argv(call)]
     seen: list[str] = []
+    left = docker.container(call.name)
+    if left is not None and not left.running and not left.restarting:
+        # a run killed outright (kpc itself killed) left its stopped container behind
+        log.info("removing %s, left over from an interrupted run", call.name)
+        docker.remove(call.name, timeout=5)
 
     def keep(line: str) -> None:
         seen.append(line)

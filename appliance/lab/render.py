@@ -13,6 +13,7 @@ from appliance.lab.plan import LabPlan, Server
 ROUTER_LEASE_TIME = "1h"
 SIM_MODULE = "appliance.bmc.sim"
 IPMI_PORT = 623  # RMCP, IPMI over LAN (IPMI v2.0 spec, section 13)
+LAB_VIP = 250  # host number of kolla_internal_vip_address: outside DHCP (100-199)
 
 
 def router_argv(plan: LabPlan, leases: Path, log: Path) -> list[str]:
@@ -121,6 +122,12 @@ def site_config(
             "storage": str(directory / "registry"),
         },
         "services": {"prefix": services_prefix},
+        # Kolla in the lab: keystone alone, on the first server, the VIP outside DHCP's range
+        "kolla": {
+            "services": "minimal",
+            "internal_vip": str(plan.site_net.network_address + LAB_VIP),
+            "roles": {"first": 1},
+        },
         "ssh": {"user": "core", "private_key": str(ssh_private_key)},
         "paths": {
             "state_dir": str(directory / "state"),

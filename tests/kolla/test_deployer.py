@@ -41,6 +41,15 @@ def test_a_second_run_while_one_is_running_is_refused(engine: Docker) -> None:
         stream(engine, call("true"), lambda line: None)
 
 
+def test_a_stopped_container_left_by_a_killed_run_does_not_block_the_next(
+    engine: Docker,
+) -> None:
+    docker("create", "--name", NAME, BASE, "true")  # what a SIGKILLed kpc leaves behind
+    lines: list[str] = []
+    assert stream(engine, call("echo", "again"), lines.append) == 0
+    assert lines == ["again"]
+
+
 def test_a_missing_image_says_how_to_build_it(engine: Docker) -> None:
     missing = Call(image="kpch/no-such-image:latest", name=NAME, argv=("true",), network="none")
     with pytest.raises(ImageMissing) as caught:
