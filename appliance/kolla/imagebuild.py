@@ -29,7 +29,13 @@ from appliance.errors import DockerError, KpcError
 from appliance.images.build import SYSTEM_CA_BUNDLE, write_ca_bundle
 from appliance.images.catalog import image_ref
 from appliance.kolla import buildout, deployer, recipe
-from appliance.kolla.imagesets import ImageSets, choose, image_sets, source_sections
+from appliance.kolla.imagesets import (
+    ImageSets,
+    choose,
+    image_sets,
+    needs_python,
+    source_sections,
+)
 from appliance.kolla.mirror import image_tag
 from appliance.kolla.release import Release, release
 from appliance.resources import resource_dir
@@ -276,7 +282,8 @@ def build(
     # beside the build directories (by requirement, and by what they were resolved from),
     # so a new base or mirror does not download or resolve them again.
     shared = workdir.parent
-    sections = source_sections(sets, [*sets.minimal, *chosen])
+    wanted = [*sets.minimal, *chosen] if needs_python(chosen) else []
+    sections = source_sections(sets, wanted)
     for section, requirement in sections.items():
         kept = shared / "sdists" / f"{requirement}.tar.gz"
         target = workdir / "src" / f"{section}.tar.gz"
@@ -300,7 +307,7 @@ def build(
     kept_constraints = shared / "constraints" / f"{key}.txt"
     if kept_constraints.exists() and not constraints.exists():
         shutil.copyfile(kept_constraints, constraints)
-    if not constraints.exists():
+    if wanted and not constraints.exists():
         progress.phase("upper constraints: resolving the images' Python packages on PyPI")
         sdists = " ".join(recipe.source_file(s) for s in sections)
         script = (

@@ -16,6 +16,16 @@ from dataclasses import dataclass
 from appliance.errors import UsageError
 
 SETS = ("minimal", "core")
+# Images with no Python of OpenStack's in them: they need neither the upper constraints nor
+# an sdist (everything else descends from openstack-base or is kolla-toolbox).
+PLAIN = frozenset(
+    {"cron", "memcached", "haproxy", "keepalived", "mariadb-server", "rabbitmq",
+     "openvswitch-db-server", "openvswitch-vswitchd"}
+)  # fmt: skip
+
+
+def needs_python(images: Sequence[str]) -> bool:
+    return any(name not in PLAIN for name in images)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from appliance.images.catalog import discover
 from appliance.kolla import buildout, recipe
 from appliance.kolla.client import check_openrc, openstack_call
 from appliance.kolla.deployer import run_argv
-from appliance.kolla.imagesets import choose, image_sets, source_sections
+from appliance.kolla.imagesets import choose, image_sets, needs_python, source_sections
 from appliance.kolla.release import RELEASES, release
 from appliance.kolla.run import private_files
 from tests.conftest import REPO
@@ -56,6 +56,8 @@ def test_sets_and_names() -> None:
     assert choose(SETS, [], "core")[: len(minimal)] == minimal
     assert choose(SETS, ["memcached", "memcached", "cron"], None) == ["memcached", "cron"]
     assert source_sections(SETS, minimal) == {"keystone-base": "keystone==30.0.0"}
+    assert not needs_python(["cron", "memcached"])  # no constraints, no sdists to fetch
+    assert needs_python(["cron", "kolla-toolbox"])
     with pytest.raises(UsageError, match="fluentd: needs fluent-package"):
         choose(SETS, ["fluentd"], None)
     with pytest.raises(UsageError, match="not a Kolla image name: Keystone;rm"):
