@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 _LINE = re.compile(r"^(INFO|ERROR|WARNING|DEBUG|CRITICAL):kolla\.common\.utils\.([\w.-]+):(.*)$")
 _TOOK = re.compile(r"\(took ([\d:.]+)\)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _STEP = re.compile(r"^(?:INFO|ERROR):[\w.-]+:(?:Step \d+/\d+ : |#\d+ \[[^\]]*\] )(.*)$")
 
 
@@ -87,7 +88,7 @@ def failed_step(log_lines: Iterable[str]) -> tuple[str, list[str]]:
     after: list[str] = []
     errors: list[str] = []
     for raw in log_lines:
-        line = raw.rstrip()
+        line = _ANSI.sub("", raw).rstrip()
         match = _STEP.match(line)
         if match:
             step, after = match.group(1), []

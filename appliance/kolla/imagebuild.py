@@ -421,7 +421,7 @@ def _why(name: str, result: buildout.Summary, logs: Path) -> str:
         f"{p} {_failed_at(logs / f'{p}.log')}" if (logs / f"{p}.log").exists() else p
         for p in parents
     ]
-    return f"{status}: a parent image failed ({'; '.join(causes) or 'see ' + str(logs)})"
+    return f"not built: a parent image failed ({'; '.join(causes) or 'see ' + str(logs)})"
 
 
 def _failed_at(log: Path) -> str:

@@ -158,7 +158,7 @@ def test_kolla_build_output_is_read_per_image() -> None:
             "INFO:kolla.common.utils.base:Step 5/30 : RUN apt-get update",
             "INFO:kolla.common.utils.base: ---> Running in 1234",
             "INFO:kolla.common.utils.base:Step 6/30 : RUN apt-get -y install nothing-here",
-            "INFO:kolla.common.utils.base:E: Unable to locate package nothing-here",
+            "INFO:kolla.common.utils.base:\x1b[91mE: Unable to locate package nothing-here",
             "ERROR:kolla.common.utils.base:Error'd with the following message",
             "ERROR:kolla.common.utils.base:The command '/bin/sh -c apt-get -y install "
             "nothing-here' returned a non-zero code: 100",
@@ -166,6 +166,7 @@ def test_kolla_build_output_is_read_per_image() -> None:
     )
     assert step == "RUN apt-get -y install nothing-here"
     assert tail[-1].endswith("returned a non-zero code: 100")
+    assert not any("\x1b" in line for line in tail)
 
 
 def test_openrc_checks_say_how_to_get_one(tmp_path: Path) -> None:
