@@ -32,7 +32,7 @@ from appliance.state.model import Bmc
 from appliance.state.store import MachineStore
 from appliance.web import actions as acts
 from appliance.web import logs
-from appliance.web.auth import SESSION_COOKIE, USER_HELP, USER_RE, Auth
+from appliance.web.auth import SESSION_COOKIE, USER_HELP, USER_RE, Auth, Throttle
 from appliance.web.feed import Rack
 from appliance.web.rack import GROUPINGS, STATES, age, counts, grouped, matches
 
@@ -58,6 +58,7 @@ class Site:
     environ: Mapping[str, str]
     clock: Callable[[], float] = time.time
     actions: bool = False
+    throttle: Throttle = field(default_factory=Throttle)
     rack: Rack = field(init=False)
     templates: jinja2.Environment = field(init=False)
 
@@ -215,11 +216,18 @@ async def login(request: web.Request) -> web.Response:
     user = str(form.get("user", "")).strip()
     password = str(form.get("password", ""))
     target = _next(form.get("next"))
+    address = request.remote or "?"
+    wait = s.throttle.wait(address, s.clock())
+    if wait > 0:
+        log.warning("web login from %s refused: too many failures", address)
+        error = f"Too many failed sign-ins from your address; try again in {wait:.0f} s."
+        return _page(request, "login.html", {"next": target, "error": error}, 429)
     error = ""
     if not USER_RE.fullmatch(user):
         error = f"Name: {USER_HELP}."
     elif not s.auth.check_password(password):
-        log.warning("failed web login as %r from %s", user, request.remote)
+        log.warning("failed web login as %r from %s", user, address)
+        s.throttle.failed(address, s.clock())
         await asyncio.sleep(0.5)  # slows guessing; the event loop serves others meanwhile
         error = "Wrong password. Use the site's web password (web.password in kpc.yaml)."
     if error:

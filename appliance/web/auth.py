@@ -102,3 +102,32 @@ class Auth:
     def _sign(self, purpose: str, text: str) -> str:
         key = self._key if self.password is not None else self.process_key
         return hmac.new(key, f"{purpose}\0{text}".encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass
+class Throttle:
+    """Failed logins per client address: after ``limit`` failures within ``window`` seconds
+    the address is refused until the oldest of them is ``window`` seconds old."""
+
+    limit: int = 10
+    window: float = 300.0
+    failures: dict[str, list[float]] = field(default_factory=dict)
+
+    def _recent(self, address: str, now: float) -> list[float]:
+        recent = [t for t in self.failures.get(address, []) if now - t < self.window]
+        if recent:
+            self.failures[address] = recent
+        else:
+            self.failures.pop(address, None)
+        return recent
+
+    def wait(self, address: str, now: float) -> float:
+        """Seconds until ``address`` may try again (0: now)."""
+        recent = self._recent(address, now)
+        return recent[0] + self.window - now if len(recent) >= self.limit else 0.0
+
+    def failed(self, address: str, now: float) -> None:
+        self.failures.setdefault(address, []).append(now)
+        if len(self.failures) > 10_000:  # bound the memory a scan of many addresses can take
+            for other in list(self.failures):
+                self._recent(other, now)

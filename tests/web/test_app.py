@@ -242,3 +242,14 @@ def test_a_power_action_reaches_a_real_bmc_and_is_audited(tmp_path: Path) -> Non
     finally:
         server.stop()
         sims.stop_all()
+
+
+def test_repeated_wrong_passwords_are_throttled_per_address(web_server: WebServer) -> None:
+    c = Client(web_server.url)
+    for _ in range(web_server.site.throttle.limit):
+        assert c.login(password="guess").status == 401
+    refused = c.login()  # even the right password waits now
+    assert refused.status == 429 and "Too many failed sign-ins" in refused.text
+    assert c.request("/").status == 303
+    web_server.site.throttle.failures.clear()  # the window has passed
+    assert c.login().status == 303

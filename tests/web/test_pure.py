@@ -170,3 +170,15 @@ def test_text_colours_meet_wcag_aa_contrast() -> None:
     assert len(states) == 6
     for fg, bg in pairs + states:
         assert contrast(fg, bg) >= 4.5, f"{fg} on {bg}: {contrast(fg, bg):.2f}:1"
+
+
+def test_login_throttle_counts_failures_in_a_window() -> None:
+    from appliance.web.auth import Throttle
+
+    t = Throttle(limit=3, window=100.0)
+    for now in (0.0, 10.0, 20.0):
+        assert t.wait("10.0.0.1", now) == 0
+        t.failed("10.0.0.1", now)
+    assert t.wait("10.0.0.1", 30.0) == 70.0
+    assert t.wait("10.0.0.2", 30.0) == 0  # per address
+    assert t.wait("10.0.0.1", 100.0) == 0  # the first failure left the window
