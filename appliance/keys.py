@@ -80,6 +80,18 @@ class SshKeyError(KpcError):
     exit_code = 2
 
 
+def key_fingerprint(blob: bytes) -> str:
+    """A public key's ``SHA256:...`` fingerprint exactly as ``ssh-keygen -lf`` prints it (the
+    one place kpc computes it: authorized keys and SSH host keys alike)."""
+    digest = hashlib.sha256(blob).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+def key_text(key_type: str, blob: bytes) -> str:
+    """``type base64``: a public key as known_hosts, authorized_keys and the registry hold it."""
+    return f"{key_type} {base64.b64encode(blob).decode('ascii')}"
+
+
 @dataclass(frozen=True)
 class AuthorizedKey:
     """One public key, as sshd would read it."""
@@ -94,13 +106,12 @@ class AuthorizedKey:
     @property
     def fingerprint(self) -> str:
         """``SHA256:...`` exactly as ``ssh-keygen -lf`` prints it."""
-        digest = hashlib.sha256(self.blob).digest()
-        return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+        return key_fingerprint(self.blob)
 
     @property
     def line(self) -> str:
         """The canonical public-key line: type, base64 blob and comment (options dropped)."""
-        text = f"{self.type} {base64.b64encode(self.blob).decode('ascii')}"
+        text = key_text(self.type, self.blob)
         return f"{text} {self.comment}" if self.comment else text
 
     @property

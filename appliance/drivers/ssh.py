@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
-import hashlib
 import logging
 import os
 import select
@@ -36,6 +35,7 @@ from paramiko.ssh_exception import IncompatiblePeer
 
 from appliance.drivers.process import which
 from appliance.errors import ConfigError, KpcError
+from appliance.keys import key_fingerprint, key_text
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,12 @@ class HostKey:
     @property
     def line(self) -> str:
         """``type base64``, as in known_hosts and as the machine registry stores it."""
-        return f"{self.type} {base64.b64encode(self.blob).decode('ascii')}"
+        return key_text(self.type, self.blob)
 
     @property
     def fingerprint(self) -> str:
         """``SHA256:...`` exactly as ``ssh-keygen -lf`` prints it."""
-        digest = base64.b64encode(hashlib.sha256(self.blob).digest()).decode("ascii")
-        return "SHA256:" + digest.rstrip("=")
+        return key_fingerprint(self.blob)
 
     @classmethod
     def parse(cls, line: str) -> HostKey:
