@@ -123,7 +123,12 @@ class SshdFarm:
         config = workdir / "sshd_config"
         config.write_text("\n".join(lines) + "\n")
         server = Sshd(address, port, key, workdir)
-        argv = [*PID_NAMESPACE, SSHD, "-D", "-e", "-f", str(config)]
+        # In a private mount namespace: root's home is an empty directory, so a session does
+        # not run this machine's own ~/.bashrc (whose tools, killed with the server mid-way,
+        # can leave locks behind that stall every later login); another login gets /bin/sh.
+        home = workdir / "home"
+        home.mkdir(mode=0o700)
+        mounts = [f"mount --bind {home} /root"]
         if login != "root":
             passwd = workdir / "passwd"
             passwd.write_text(
@@ -134,9 +139,10 @@ class SshdFarm:
                     for line in Path("/etc/passwd").read_text().splitlines()
                 )
             )
-            sshd = shlex.join(argv[len(PID_NAMESPACE) :])
-            script = f"mount --bind {passwd} /etc/passwd && exec {sshd}"
-            argv = [*PID_NAMESPACE, "--mount", "--propagation", "private", "sh", "-c", script]
+            mounts.append(f"mount --bind {passwd} /etc/passwd")
+        sshd = shlex.join([SSHD, "-D", "-e", "-f", str(config)])
+        script = " && ".join([*mounts, f"exec {sshd}"])
+        argv = [*PID_NAMESPACE, "--mount", "--propagation", "private", "sh", "-c", script]
         with server.log.open("wb") as log:
             server.process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log
