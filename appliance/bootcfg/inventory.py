@@ -10,15 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from appliance.naming import fallback_name, inventory_name
 from appliance.state.model import Machine
 
 
 def host_names(machines: Sequence[Machine]) -> dict[str, Machine]:
     names: dict[str, Machine] = {}
     for machine in sorted(machines, key=lambda m: m.mac):
-        name = machine.hostname
-        if not name or name in names:
-            name = "node-" + machine.mac.replace(":", "")
+        name = inventory_name(machine)
+        if name in names:  # two machines with one hostname: the second by its MAC
+            name = fallback_name(machine.mac)
         names[name] = machine
     return names
 

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 from appliance.config import SiteConfig
 from appliance.errors import ConfigError
+from appliance.naming import fallback_name, inventory_name
 from appliance.state.model import Machine, MachineState
 
 # Where kpc's Flatcar preparation puts a Python with the Docker SDK and dbus-python.
 FLATCAR_PYTHON = "/opt/kpc/python/bin/python3"
 FLATCAR_GROUP = "flatcar"
-HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 SECTION_RE = re.compile(r"^\s*\[([^\]]+)\]\s*$")
 BAREMETAL_CHILDREN = "baremetal:children"
 
@@ -74,16 +74,6 @@ def is_flatcar(machine: Machine) -> bool:
     return "flatcar" in text
 
 
-def host_name(machine: Machine) -> str:
-    """The inventory name: the checked-in hostname if it is a valid DNS label, else from the MAC."""
-    for candidate in (machine.facts.get("hostname"), machine.hostname):
-        if isinstance(candidate, str):
-            short = candidate.strip().lower().split(".")[0]
-            if HOSTNAME_RE.fullmatch(short):
-                return short
-    return "node-" + machine.mac.replace(":", "")
-
-
 def _order(machine: Machine) -> tuple[float, str]:
     return (machine.first_seen if machine.first_seen is not None else math.inf, machine.mac)
 
@@ -121,9 +111,9 @@ def assign_roles(machines: Iterable[Machine], config: SiteConfig) -> Assignment:
         if not groups:
             warnings.append(f"machine {machine.mac} gets no Kolla group and is left out")
             continue
-        name = host_name(machine)
+        name = inventory_name(machine)
         if name in used:
-            fallback = "node-" + machine.mac.replace(":", "")
+            fallback = fallback_name(machine.mac)
             warnings.append(
                 f"machines {used[name]} and {machine.mac} share the hostname {name!r}; "
                 f"{machine.mac} is called {fallback!r} in the inventory"

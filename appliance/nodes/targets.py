@@ -8,6 +8,7 @@ from fnmatch import fnmatchcase
 
 from appliance.errors import KpcError, UsageError
 from appliance.mac import normalize_mac
+from appliance.naming import hostname_of
 from appliance.state.model import Machine, MachineState
 from appliance.state.store import MachineStore
 
@@ -28,8 +29,7 @@ class Target:
 
     @classmethod
     def from_machine(cls, machine: Machine) -> Target:
-        facts_name = machine.facts.get("hostname")
-        hostname = machine.hostname or (str(facts_name) if facts_name else None)
+        hostname = hostname_of(machine)
         return cls(machine.mac, machine.management_address, hostname, machine.ssh_host_key)
 
 
