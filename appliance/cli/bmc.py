@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from appliance.bmc import protocol as p
 from appliance.bmc.actions import Action, BootDevice, BootMode, Kind, PowerAction
 from appliance.bmc.jobs import HINTS, Failure, HostOutcome, Protocol, RunOptions, Target
 from appliance.bmc.targets import Candidate
-from appliance.cli.common import Cli, cli, confirm, emit_json
+from appliance.cli.common import Cli, cli, confirm, emit_json, when
 from appliance.config import Bmc as BmcConfig
 from appliance.config import SecretRef
 from appliance.errors import Aborted, BmcError, SecretError, UsageError
@@ -688,12 +687,6 @@ def _networks(texts: Sequence[str]) -> list[ipaddress.IPv4Network]:
     return out
 
 
-def _when(stamp: float | None) -> str:
-    if stamp is None:
-        return "-"
-    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
 def _bmc_dict(cand: Candidate, bmc: Bmc | None) -> dict[str, Any]:
     return {
         "address": cand.address,
@@ -746,7 +739,7 @@ def list_(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
             else escape(bmc.model),
             f"{bmc.tls_fingerprint[:12]}…" if bmc and bmc.tls_fingerprint else "-",
             ", ".join(bmc.macs) if bmc and bmc.macs else "-",
-            _when(bmc.last_seen if bmc else None),
+            when(bmc.last_seen if bmc else None),
         )
     c.out.print(table)
 

@@ -7,13 +7,15 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from appliance.config import SiteConfig, config_path, load_config
-from appliance.errors import KpcError
+from appliance.errors import KpcError, UsageError
+from appliance.mac import normalize_mac
 
 
 @dataclass
@@ -94,3 +96,20 @@ def serve_until_stopped(what: str, host: str, port: int, serve: Callable[[], Non
             f"{what} cannot listen on {host}:{port}: {reason}",
             hint="choose a free port with --port, and an address of this host with --listen",
         ) from None
+
+
+def parse_mac(value: str) -> str:
+    """A MAC address typed on the command line, in kpc's form; UsageError otherwise."""
+    try:
+        return normalize_mac(value)
+    except ValueError:
+        raise UsageError(
+            f"not a MAC address: {value!r}", hint="write it as aa:bb:cc:dd:ee:ff"
+        ) from None
+
+
+def when(stamp: float | None) -> str:
+    """A registry time stamp as the tables show it (UTC), or '-'."""
+    if stamp is None:
+        return "-"
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")

@@ -15,11 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from appliance.cli.common import Cli, cli, emit_json
+from appliance.cli.common import Cli, cli, emit_json, parse_mac
 from appliance.cli.nodes import group
 from appliance.drivers.ssh import HostKey, exec_program
 from appliance.errors import KpcError, StateError, UsageError
-from appliance.mac import normalize_mac
 from appliance.nodes.access import AccessError, SshSettings, open_session, ssh_settings
 from appliance.nodes.checks import GIB, Check, Policy, Status
 from appliance.nodes.execute import (
@@ -187,7 +186,7 @@ def forget_hostkey(
     """
     c = cli(ctx)
     with _store(c) as store:
-        before = store.get(_mac(mac))
+        before = store.get(parse_mac(mac))
         forget_host_key(store, mac)
     old = before.ssh_host_key if before else None
     if old:
@@ -197,7 +196,7 @@ def forget_hostkey(
             fp = "an unreadable key"
         c.out.print(f"forgot the host key of {before.mac if before else mac} ({fp})")
     else:
-        c.out.print(f"{_mac(mac)} had no recorded host key")
+        c.out.print(f"{parse_mac(mac)} had no recorded host key")
     c.out.print("the next login records the key the node presents")
 
 
@@ -206,13 +205,6 @@ def _words(command: list[str] | None) -> list[str]:
     later ``--`` through as a word: drop it."""
     words = list(command or ())
     return words[1:] if words[:1] == ["--"] else words
-
-
-def _mac(value: str) -> str:
-    try:
-        return normalize_mac(value)
-    except ValueError:
-        raise UsageError(f"not a MAC address: {value!r}") from None
 
 
 def exec_(
@@ -290,7 +282,7 @@ def ssh(
     c = cli(ctx)
     config = c.config()
     settings = _settings(c, None, None)
-    normal = _mac(mac)
+    normal = parse_mac(mac)
     with _store(c) as store:
         machine = store.get(normal)
         if machine is None:

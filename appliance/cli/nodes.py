@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from enum import StrEnum
 
 import typer
 from rich.table import Table
 
 from appliance.bootcfg.inventory import ansible_host, ansible_list
-from appliance.cli.common import Cli, cli, confirm, emit_json
+from appliance.cli.common import Cli, cli, confirm, emit_json, parse_mac, when
 from appliance.errors import Aborted, StateError, UsageError
-from appliance.mac import normalize_mac
 from appliance.state.model import BootMode, Machine, MachineState
 from appliance.state.sqlite import open_store
 from appliance.state.store import MachineStore
@@ -27,23 +25,8 @@ class InventoryFormat(StrEnum):
     ANSIBLE = "ansible"
 
 
-def _mac(value: str) -> str:
-    try:
-        return normalize_mac(value)
-    except ValueError:
-        raise UsageError(
-            f"not a MAC address: {value!r}", hint="write it as aa:bb:cc:dd:ee:ff"
-        ) from None
-
-
 def _store(c: Cli) -> MachineStore:
     return open_store(c.config())
-
-
-def _when(stamp: float | None) -> str:
-    if stamp is None:
-        return "-"
-    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _as_dict(machine: Machine) -> dict[str, object]:
@@ -108,7 +91,7 @@ def list_(
             m.boot.value,
             m.hostname or "-",
             m.management_address or "-",
-            _when(m.last_seen),
+            when(m.last_seen),
             m.last_endpoint or "-",
         )
     c.out.print(table)
@@ -122,7 +105,7 @@ def show(
     c = cli(ctx)
     store = _store(c)
     try:
-        machine = _require(store, _mac(mac))
+        machine = _require(store, parse_mac(mac))
     finally:
         store.close()
     emit_json(_as_dict(machine))
@@ -142,7 +125,7 @@ def set_boot(
     local disk; rescue: boot Flatcar live from the network with console autologin.
     """
     c = cli(ctx)
-    address = _mac(mac)
+    address = parse_mac(mac)
     store = _store(c)
     try:
         machine = _require(store, address)
@@ -180,7 +163,7 @@ def forget(
     the default group, INSTALLED again (its disk erased).
     """
     c = cli(ctx)
-    address = _mac(mac)
+    address = parse_mac(mac)
     store = _store(c)
     try:
         machine = _require(store, address)
