@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "bootcfg": ("bootcfg",),
     "assets": ("assets",),
     "nodes": ("nodes", "node_access"),
+    "state": ("state",),
     "bmc": ("bmc",),
     "pxe-all": ("bmc",),
     "lab": ("lab",),

@@ -12,7 +12,7 @@ from rich.table import Table
 from appliance.bootcfg.inventory import ansible_host, ansible_list
 from appliance.cli.common import Cli, cli, confirm, emit_json, parse_mac, when
 from appliance.errors import Aborted, StateError, UsageError
-from appliance.state.model import BootMode, Machine, MachineState
+from appliance.state.model import BootMode, Event, Machine, MachineState
 from appliance.state.sqlite import open_store
 from appliance.state.store import MachineStore
 
@@ -95,6 +95,47 @@ def list_(
             m.last_endpoint or "-",
         )
     c.out.print(table)
+
+
+def _event_line(event: Event) -> str:
+    detail = " ".join(
+        f"{k}={ascii(v) if isinstance(v, str) else v}" for k, v in sorted(event.detail.items())
+    )
+    return f"{when(event.time)}  {event.mac or '-':17}  {event.kind:9}  {detail}".rstrip()
+
+
+@group.command()
+def watch(
+    ctx: typer.Context,
+    interval: float = typer.Option(
+        0.5, min=0.05, max=60.0, help="Seconds between looks at the registry (SQLite: polled)."
+    ),
+    count: int = typer.Option(0, min=0, help="Stop after this many changes (0: until Ctrl-C)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """Print the registry's changes as they happen: requests, state and boot changes,
+    check-ins, BMC records, removals — whoever made them (bootcfg, another kpc command)."""
+    c = cli(ctx)
+    store = _store(c)
+    shown = 0
+    try:
+        cursor = store.event_cursor()
+        c.err.print(f"watching the machine registry after change {cursor}", markup=False)
+        while True:
+            for event in store.changes_since(cursor):
+                cursor = event.id
+                if as_json:
+                    typer.echo(json.dumps({**event.__dict__, "detail": event.detail}))
+                else:
+                    typer.echo(_event_line(event))
+                shown += 1
+                if count and shown >= count:
+                    return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+    finally:
+        store.close()
 
 
 @group.command()

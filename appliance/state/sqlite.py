@@ -624,6 +624,56 @@ class SqliteStore:
 
         return self._read(read)
 
+    def check(self) -> list[str]:
+        """Problems with the registry file, one line each (empty: consistent)."""
+
+        def read(db: sqlite3.Connection) -> list[str]:
+            problems: list[str] = []
+            integrity = [str(r[0]) for r in db.execute("PRAGMA integrity_check")]
+            if integrity != ["ok"]:
+                problems += [f"SQLite integrity check: {line}" for line in integrity[:20]]
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version != SCHEMA_VERSION:
+                problems.append(
+                    f"schema version {version}, this kpc writes {SCHEMA_VERSION} "
+                    "(opening the registry with this kpc upgrades it)"
+                )
+            for row in db.execute(f"SELECT {_MACHINE_COLUMNS} FROM machines"):
+                mac = row["mac"]
+                if not MAC_RE.fullmatch(mac):
+                    problems.append(f"machine {mac!r}: not a normalised MAC")
+                try:
+                    _machine(row)
+                except (ValueError, TypeError) as exc:
+                    problems.append(f"machine {mac}: unreadable record: {exc}")
+            orphans = db.execute(
+                "SELECT address, machine_mac FROM bmcs WHERE machine_mac IS NOT NULL AND "
+                "machine_mac NOT IN (SELECT mac FROM machines)"
+            ).fetchall()
+            problems += [
+                f"BMC {r['address']} points at machine {r['machine_mac']}, which is not in "
+                "the registry"
+                for r in orphans
+            ]
+            strays = db.execute(
+                "SELECT mac, address FROM bmc_macs WHERE address NOT IN (SELECT address FROM bmcs)"
+            ).fetchall()
+            problems += [
+                f"MAC {r['mac']} is listed for BMC {r['address']}, which is not in the registry"
+                for r in strays
+            ]
+            unknown = db.execute(
+                "SELECT DISTINCT mac FROM events WHERE mac IS NOT NULL AND "
+                "mac NOT IN (SELECT mac FROM machines) AND id NOT IN "
+                "(SELECT id FROM events WHERE kind = 'forgotten')"
+            ).fetchall()
+            problems += [
+                f"events of machine {r['mac']}, which is not in the registry" for r in unknown
+            ]
+            return problems
+
+        return self._read(read)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

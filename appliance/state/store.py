@@ -122,6 +122,10 @@ class MachineStore(Protocol):
         returns only what happens after this call."""
         ...
 
+    def check(self) -> list[str]:
+        """Consistency problems (schema version, orphaned records), one line each."""
+        ...
+
     def check_writable(self) -> None:
         """Raise ``RegistryUnavailable`` unless a write could be committed now."""
         ...
