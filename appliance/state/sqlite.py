@@ -11,9 +11,10 @@ named methods (``record_request``, ``install_complete``, ...) are transitions fr
 ``appliance.state.rules`` applied through it.
 
 The event log (table ``events``) is appended to inside the same transaction as the change
-it records. It is bounded: a machine keeps its newest ``EVENTS_PER_MACHINE`` events, and
-events about no machine their newest ``EVENTS_WITHOUT_MACHINE``. Ids come from
-AUTOINCREMENT, so they are never reused and serve as the cursor of ``changes_since``.
+it records. It is bounded: a machine keeps its newest ``EVENTS_PER_MACHINE`` events (a few
+dozen more between prunings), events about no machine their newest
+``EVENTS_WITHOUT_MACHINE``. Ids come from AUTOINCREMENT, so they are never reused and serve
+as the cursor of ``changes_since``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import os
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +44,10 @@ SERVICE_BUSY_TIMEOUT_MS = 2_000  # bootcfg's: a node hears "busy, retry" (503) i
 MIN_FREE_BYTES = 1 << 20  # below this the registry reports itself not writable
 EVENTS_PER_MACHINE = 500
 EVENTS_WITHOUT_MACHINE = 2000
+# Pruning a machine's history costs an index walk of its EVENTS_PER_MACHINE newest events,
+# so it runs on one append in PRUNE_ONE_IN (chosen by a hash of the event id, so that no
+# pattern of writers can dodge it): a history may overshoot its bound by a few dozen events.
+PRUNE_ONE_IN = 32
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS machines (
@@ -167,6 +173,13 @@ def _append(
     )
     event_id = cursor.lastrowid
     assert event_id is not None
+    if zlib.crc32(str(event_id).encode()) % PRUNE_ONE_IN == 0:
+        _prune(db, mac)
+    return Event(id=event_id, time=now, kind=str(kind), mac=mac, detail=json.loads(encoded))
+
+
+def _prune(db: sqlite3.Connection, mac: str | None) -> None:
+    """Drop what falls off the bound of ``mac``'s events (or of those about no machine)."""
     keep = EVENTS_PER_MACHINE if mac is not None else EVENTS_WITHOUT_MACHINE
     oldest_kept = db.execute(
         "SELECT id FROM events WHERE mac IS ? ORDER BY id DESC LIMIT 1 OFFSET ?",
@@ -174,7 +187,6 @@ def _append(
     ).fetchone()
     if oldest_kept is not None:
         db.execute("DELETE FROM events WHERE mac IS ? AND id < ?", (mac, oldest_kept[0]))
-    return Event(id=event_id, time=now, kind=str(kind), mac=mac, detail=json.loads(encoded))
 
 
 def _check_mac(mac: str) -> str:

@@ -15,6 +15,7 @@ from appliance.state.sqlite import SqliteStore
 
 MAC = "52:54:00:12:34:56"
 OTHER = "52:54:00:00:00:02"
+THIRD = "52:54:00:00:00:03"
 
 
 @pytest.fixture
@@ -103,6 +104,7 @@ def test_the_log_is_bounded_per_machine_and_ids_are_never_reused(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite_module, "EVENTS_PER_MACHINE", 5)
+    monkeypatch.setattr(sqlite_module, "PRUNE_ONE_IN", 1)  # prune at every append
     for i in range(12):
         store.record_request(MAC, address=None, endpoint=f"e{i}", now=float(i))
     store.record_request(OTHER, address=None, endpoint="only", now=20.0)
@@ -114,6 +116,20 @@ def test_the_log_is_bounded_per_machine_and_ids_are_never_reused(
     (gone,) = store.changes_since(last)
     assert (gone.mac, gone.kind, gone.id) == (OTHER, "forgotten", last + 1)
     assert store.events(OTHER) == [gone]
+
+
+def test_pruning_now_and_then_still_bounds_every_history(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "EVENTS_PER_MACHINE", 20)
+    for i in range(1500):  # two machines, interleaved, and one writing alone
+        store.record_request(MAC, address=None, endpoint="ipxe", now=float(i))
+        store.record_request(OTHER, address=None, endpoint="ipxe", now=float(i))
+    for i in range(1500):
+        store.record_request(THIRD, address=None, endpoint="ipxe", now=float(i))
+    for mac in (MAC, OTHER, THIRD):
+        kept = len(store.events(mac, limit=10_000))
+        assert 20 <= kept <= 20 + 8 * sqlite_module.PRUNE_ONE_IN, (mac, kept)
 
 
 def test_the_log_survives_reopening(tmp_path: Path) -> None:
