@@ -111,6 +111,11 @@ def up(
         help="Which /23 of 198.18.0.0/15 (0-127): site net 198.18.2K.0/24, BMC net the next.",
     ),
     memory: int = typer.Option(256, "--memory", help="MiB of RAM per server."),
+    bmc: str = typer.Option(
+        "ipmi",
+        "--bmc",
+        help="What the simulated BMCs speak: ipmi, redfish (HTTPS only, IPMI off), or mixed.",
+    ),
     cache: Path = typer.Option(DEFAULT_CACHE, "--cache", help="Where the lab OS is built."),
     bootcfg_port: int = typer.Option(
         8080, "--bootcfg-port", help="bootcfg's port in the lab config."
@@ -139,6 +144,8 @@ def up(
     c = cli(ctx)
     if firmware not in ("bios", "uefi", "mixed"):
         raise typer.BadParameter("must be bios, uefi or mixed", param_hint="--firmware")
+    if bmc not in ("ipmi", "redfish", "mixed"):
+        raise typer.BadParameter("must be ipmi, redfish or mixed", param_hint="--bmc")
     if accel not in ("tcg", "kvm", "auto"):
         raise typer.BadParameter("must be tcg, kvm or auto", param_hint="--accel")
     choice: FirmwareChoice = (
@@ -157,6 +164,7 @@ def up(
         services_prefix=prefix,
         accel=accel,
         flatcar_assets=flatcar_assets or DEFAULT_FLATCAR_ASSETS,
+        bmc="redfish" if bmc == "redfish" else "mixed" if bmc == "mixed" else "ipmi",
     )
     say = _progress(c)
 

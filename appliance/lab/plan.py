@@ -28,6 +28,8 @@ from appliance.errors import UsageError
 
 Firmware = Literal["bios", "uefi"]
 FirmwareChoice = Literal["bios", "uefi", "mixed"]
+BmcProtocol = Literal["ipmi", "redfish"]
+BmcChoice = Literal["ipmi", "redfish", "mixed"]
 
 LAB_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 SITE_NET = ipaddress.IPv4Network("198.18.0.0/24")
@@ -50,6 +52,7 @@ class Server:
     tap: str
     bmc_address: ipaddress.IPv4Address
     memory_mib: int
+    bmc: BmcProtocol = "ipmi"  # what its simulated BMC speaks
 
     @property
     def name(self) -> str:
@@ -160,10 +163,19 @@ def lab_networks(index: int) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Netwo
     return ipaddress.IPv4Network(f"{base}/24"), ipaddress.IPv4Network(f"{base + 256}/24")
 
 
+def bmc_for(index: int, choice: BmcChoice) -> BmcProtocol:
+    """``mixed``: servers 1, 4, 5, 8, … IPMI, the others Redfish (crossed with the firmware's
+    odd/even, so 3+ servers cover BIOS and UEFI behind Redfish, and BIOS behind IPMI)."""
+    if choice == "mixed":
+        return "redfish" if (index // 2) % 2 else "ipmi"
+    return choice
+
+
 def make_plan(
     nodes: int,
     firmware: FirmwareChoice = "mixed",
     *,
+    bmc: BmcChoice = "ipmi",
     name: str = DEFAULT_NAME,
     memory_mib: int = 256,
     network: int = 0,
@@ -187,6 +199,7 @@ def make_plan(
             tap=f"tap{i}",
             bmc_address=bmc_net.network_address + BMC_HOST_OFFSET + i,
             memory_mib=memory_mib,
+            bmc=bmc_for(i, bmc),
         )
         for i in range(1, nodes + 1)
     )
@@ -207,6 +220,7 @@ def plan_to_dict(plan: LabPlan) -> dict[str, object]:
                 "tap": s.tap,
                 "bmc_address": str(s.bmc_address),
                 "memory_mib": s.memory_mib,
+                "bmc": s.bmc,
             }
             for s in plan.servers
         ],
@@ -231,6 +245,7 @@ def plan_from_dict(data: dict[str, object]) -> LabPlan:
                 tap=str(item["tap"]),
                 bmc_address=ipaddress.IPv4Address(str(item["bmc_address"])),
                 memory_mib=int(item["memory_mib"]),
+                bmc="redfish" if item.get("bmc") == "redfish" else "ipmi",
             )
         )
     disk_gib = data.get("disk_gib", 2)

@@ -64,13 +64,16 @@ def nft_ruleset(plan: LabPlan) -> str:
 
 
 def sim_argv(python: str, server: Server, user: str, password_file: Path, spec: Path) -> list[str]:
-    """One simulated BMC (the BMC issue's simulator) with the QEMU backend."""
+    """One simulated BMC with the QEMU backend, speaking the server's protocol (a Redfish
+    one only Redfish, like a server shipped with IPMI over LAN switched off)."""
     return [
         python,
         "-m",
         SIM_MODULE,
         "--listen",
         str(server.bmc_address),
+        "--protocol",
+        server.bmc,
         "--port",
         str(IPMI_PORT),
         "--user",

@@ -95,7 +95,11 @@ def lab_status(state: LabState, machines: Mapping[str, Machine]) -> LabStatus:
     password = paths.bmc_password if paths.bmc_password.is_file() else None
     servers = []
     for server in plan.servers:
-        power = bmc_power_state(str(server.bmc_address), BMC_USER, password) if password else None
+        power = (
+            bmc_power_state(str(server.bmc_address), BMC_USER, password, protocol=server.bmc)
+            if password
+            else None
+        )
         servers.append(
             ServerStatus(
                 server=server,

@@ -3,12 +3,13 @@
 Order: check tools and the directory; build (or reuse) the lab OS; then record-and-make
 the nftables guard, namespaces, bridges and links; the servers' disks and VM specs; the
 lab's site config and bootcfg data; the supervisor (site router + one BMC per server);
-wait until every BMC answers IPMI. A failure part-way removes what was made.
+wait until every BMC answers (IPMI or Redfish). A failure part-way removes what was made.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sys
 import time
@@ -24,7 +25,7 @@ from appliance.lab import network, render
 from appliance.lab.layout import LabPaths
 from appliance.lab.osbuild import LabOs, build_lab_os
 from appliance.lab.osimage import KERNEL_ARGS_COMMON
-from appliance.lab.plan import FirmwareChoice, LabPlan, make_plan
+from appliance.lab.plan import BmcChoice, FirmwareChoice, LabPlan, make_plan
 from appliance.lab.state import LabState, Resource, load_state, record, save_state
 from appliance.lab.supervisor import read_record
 from appliance.lab.vmspec import Accel, VmSpec, spec_to_json
@@ -67,6 +68,7 @@ class UpRequest:
     registry_port: int = 5000
     services_prefix: str = "kpclab"
     flatcar_assets: Path | None = None  # assets/flatcar of a data dir 'kpc assets fetch' filled
+    bmc: BmcChoice = "ipmi"  # what the simulated BMCs speak: ipmi, redfish, or mixed
 
 
 @dataclass(frozen=True)
@@ -224,10 +226,23 @@ def _ssh_key(paths: LabPaths) -> None:
 
 
 def bmc_power_state(
-    address: str, user: str, password_file: Path, timeout: float = 3.0
+    address: str, user: str, password_file: Path, timeout: float = 3.0, protocol: str = "ipmi"
 ) -> str | None:
-    """``on``/``off`` as the BMC at ``address`` reports it over IPMI, None if it does not
-    answer. ipmitool reads the password from the file (``-f``), never from argv."""
+    """``on``/``off`` as the BMC at ``address`` reports it (over IPMI, or Redfish), None if
+    it does not answer. ipmitool reads the password from the file (``-f``), curl from its
+    config on stdin: never from argv."""
+    if protocol == "redfish":
+        try:
+            password = password_file.read_text().strip()
+        except OSError:
+            return None
+        answer = process.run(
+            ["curl", "-sk", "--fail", "--max-time", str(timeout), "-K", "-",
+             f"https://{address}/redfish/v1/Systems/1"],
+            check=False, stdin=f'user = "{user}:{password}"\n', timeout=timeout + 2,
+        )  # fmt: skip
+        state = re.search(r'"PowerState":\s*"(\w+)"', answer.stdout)
+        return state.group(1).lower() if answer.returncode == 0 and state else None
     result = process.run(
         [
             *("ipmitool", "-I", "lanplus", "-H", address, "-U", user),
@@ -270,7 +285,8 @@ def _wait_for_bmcs(state: LabState, paths: LabPaths, progress: Progress) -> None
         waiting = [
             s
             for s in waiting
-            if bmc_power_state(str(s.bmc_address), BMC_USER, paths.bmc_password) is None
+            if bmc_power_state(str(s.bmc_address), BMC_USER, paths.bmc_password, protocol=s.bmc)
+            is None
         ]
         if not waiting:
             break
@@ -288,13 +304,14 @@ def _wait_for_bmcs(state: LabState, paths: LabPaths, progress: Progress) -> None
                 for s in waiting
             )
             raise LabError(
-                f"{len(waiting)} simulated BMCs do not answer IPMI"
+                f"{len(waiting)} simulated BMCs do not answer"
                 + (" (they keep exiting)" if gave_up else f" after {BMC_READY_TIMEOUT:.0f}s")
                 + f":\n{details}",
                 hint="the lab was removed again; fix what the logs above say and rerun",
             )
         time.sleep(0.5)
-    progress(f"{len(state.plan.servers)} simulated BMCs answer IPMI")
+    kinds = sorted({s.bmc for s in state.plan.servers})
+    progress(f"{len(state.plan.servers)} simulated BMCs answer ({' and '.join(kinds)})")
 
 
 def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], object]) -> UpResult:
@@ -302,6 +319,7 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
     plan = make_plan(
         request.nodes,
         request.firmware,
+        bmc=request.bmc,
         name=request.name,
         memory_mib=request.memory_mib,
         network=request.network,

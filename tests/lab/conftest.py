@@ -49,9 +49,10 @@ def kpc(
     return Result(result.exit_code, output)
 
 
-def up_args(directory: Path, nodes: int, firmware: str) -> list[str]:
+def up_args(directory: Path, nodes: int, firmware: str, bmc: str = "ipmi") -> list[str]:
     return [
         *("lab", "up", "--nodes", str(nodes), "--firmware", firmware, "--dir", str(directory)),
+        *("--bmc", bmc),
         *("--name", NAME, "--network", str(NETWORK), "--services-prefix", PREFIX),
         *("--bootcfg-port", str(BOOTCFG_PORT), "--registry-port", str(REGISTRY_PORT)),
     ]

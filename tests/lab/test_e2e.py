@@ -1,6 +1,7 @@
 """kpc provisions QEMU servers end to end, through the product's own commands only:
 
-    kpc images build; kpc lab up --nodes 3 --firmware mixed; kpc up; kpc bmc discover;
+    kpc images build; kpc lab up --nodes 3 --firmware mixed --bmc mixed; kpc up;
+    kpc bmc discover (ARP, then IPMI and Redfish);
     kpc pxe-all --yes; kpc lab wait  -> every server installed, rebooted from disk, ready
 
 then: a server that is merely rebooted boots its disk (not the installer); 'kpc nodes
@@ -48,20 +49,24 @@ def _boots(serial: Path, role: str) -> int:
 def test_kpc_provisions_the_lab_end_to_end(lab_dir: Path) -> None:
     require_docker()
     config = lab_dir / "kpc.yaml"
-    up = kpc(up_args(lab_dir, NODES, "mixed"))
+    up = kpc(up_args(lab_dir, NODES, "mixed", bmc="mixed"))
     assert up.code == 0, up.output
     servers = json.loads((lab_dir / "lab.json").read_text())["plan"]["servers"]
     macs = [s["mac"] for s in servers]
     assert [s["firmware"] for s in servers] == ["bios", "uefi", "bios"]
+    # a mixed fleet: IPMI, and Redfish-only BMCs (IPMI over LAN off) behind BIOS and UEFI
+    assert [s["bmc"] for s in servers] == ["ipmi", "redfish", "redfish"]
 
     base = subprocess.run(["docker", "image", "inspect", "kpc/base:bookworm"], capture_output=True)
     if base.returncode != 0:
         _ok(["images", "base"], config)
     _ok(["images", "build", "dnsmasq", "bootcfg", "registry"], config)
     _ok(["up"], config)
-    found = _ok(["bmc", "discover"], config)
+    _ok(["bmc", "discover"], config)
+    listed = json.loads(_ok(["bmc", "list", "--json"], config))
+    protocols = {b["address"]: b["protocols"] for b in listed}
     for server in servers:
-        assert server["bmc_address"] in found
+        assert protocols[server["bmc_address"]] == [server["bmc"]]
     started = time.monotonic()
     _ok(["pxe-all", "--yes"], config)
     _ok(["lab", "wait", "--dir", str(lab_dir), "--timeout", str(READY_TIMEOUT)], config)
