@@ -111,10 +111,11 @@ def bootdev_job(
     return job
 
 
-def pxe_job(target: Target) -> Job:
-    """One-time PXE boot, then reset (or power on a machine that is off)."""
+def pxe_job(target: Target, mode: BootMode | None = None) -> Job:
+    """One-time PXE boot (in ``mode`` if given), then reset (or power on a machine that is
+    off)."""
     on = _is_on((yield GET_STATUS).data)
-    yield set_boot_device(BootDevice.PXE, persistent=False)
+    yield set_boot_device(BootDevice.PXE, persistent=False, mode=mode)
     if on:
         yield RESET
         return "PXE boot: reset"
@@ -135,7 +136,8 @@ def job_for(action: Action) -> JobFactory:
     if action.kind is Kind.POWER:
         return power_job(action.power or PowerAction.STATUS)
     if action.kind is Kind.PXE:
-        return pxe_job
+        mode = action.mode
+        return pxe_job if mode is None else lambda target: pxe_job(target, mode)
     if action.kind is Kind.BOOTDEV and action.device in _SELECTORS:
         assert action.device is not None
         return bootdev_job(action.device, persistent=action.persistent, mode=action.mode)

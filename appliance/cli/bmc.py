@@ -324,7 +324,9 @@ InsecureOpt = typer.Option(
 CaBundleOpt = typer.Option(
     None, "--ca-bundle", help="Redfish: verify certificates with this PEM CA bundle."
 )
-ModeOpt = typer.Option(None, "--mode", help="Firmware boot mode for the override (Redfish).")
+ModeOpt = typer.Option(
+    None, "--mode", help="Firmware boot mode for the override (IPMI: the EFI boot flag)."
+)
 
 
 def _common(

@@ -6,7 +6,7 @@ import pytest
 
 from appliance.bmc import ipmi_jobs as power
 from appliance.bmc import protocol as p
-from appliance.bmc.actions import BootDevice, PowerAction
+from appliance.bmc.actions import Action, BootDevice, BootMode, Kind, PowerAction
 from appliance.bmc.jobs import Credentials, Failure, HostError, Target
 from appliance.drivers.ipmi import Command, CommandError, Job, Response
 
@@ -94,3 +94,10 @@ def test_a_command_error_ends_the_job_unless_caught() -> None:
     with pytest.raises(CommandError) as info:
         job.throw(CommandError(bootdev, p.CC_INVALID_COMMAND))
     assert "0xC1 (invalid command (not supported))" in str(info.value)
+
+
+def test_pxe_in_uefi_mode_sets_the_efi_boot_flag() -> None:
+    job = power.job_for(Action(Kind.PXE, mode=BootMode.UEFI))(TARGET)
+    asked, result = play(job, [ON, OK, OK])
+    assert asked[1].data[1] == p.BOOT_FLAGS_VALID | p.BOOT_FLAGS_EFI
+    assert result == "PXE boot: reset"
