@@ -210,6 +210,51 @@ class Bootcfg(Model):
     new_machines_per_minute: int = Field(default=600, ge=1)
 
 
+class EtcdSettings(Model):
+    """The etcd cluster holding the machine registry when ``state.backend`` is ``etcd``."""
+
+    endpoints: list[str] = Field(min_length=1)  # https://HOST:2379 (each member's client URL)
+    prefix: str = "kpc/"  # every key kpc writes starts with it (one site per prefix)
+    ca_file: Path | None = None  # the CA that signed the members' certificates
+    cert_file: Path | None = None  # this host's client certificate ...
+    key: SecretRef | None = None  # ... and its private key (a secret reference)
+    user: str | None = None  # etcd user auth
+    password: SecretRef | None = None
+    timeout: float = Field(default=2.0, gt=0, le=60)  # seconds per request
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.fullmatch(r"https?://[^/\s]+(:\d+)?/?", url):
+                raise ValueError(f"{url!r} is not an etcd client URL like https://10.0.0.5:2379")
+        return value
+
+    @model_validator(mode="after")
+    def _pairs(self) -> EtcdSettings:
+        if (self.cert_file is None) != (self.key is None):
+            raise ValueError("cert_file and key go together (a client certificate and its key)")
+        if (self.user is None) != (self.password is None):
+            raise ValueError("user and password go together (etcd user auth)")
+        if not self.prefix.endswith("/"):
+            raise ValueError(f"prefix {self.prefix!r} must end with '/' (like kpc/)")
+        return self
+
+
+class State(Model):
+    """Where the machine registry lives: ``sqlite`` (one file on this deploy host, the
+    default) or ``etcd`` (a cluster several deploy hosts share)."""
+
+    backend: Literal["sqlite", "etcd"] = "sqlite"
+    etcd: EtcdSettings | None = None
+
+    @model_validator(mode="after")
+    def _etcd_given(self) -> State:
+        if self.backend == "etcd" and self.etcd is None:
+            raise ValueError("state.backend is etcd but state.etcd (endpoints, ...) is missing")
+        return self
+
+
 class Registry(Model):
     address: IPv4Address | None = None  # default: provisioning.address
     port: int = Field(default=5000, ge=1, le=65535)
@@ -346,6 +391,7 @@ class SiteConfig(Model):
     ssh: Ssh = Ssh()
     paths: Paths = Paths()
     web: Web = Web()
+    state: State = State()
 
     @property
     def registry_address(self) -> ipaddress.IPv4Address:

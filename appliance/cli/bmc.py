@@ -32,8 +32,8 @@ from appliance.cli.common import Cli, cli, confirm, emit_json, when
 from appliance.config import Bmc as BmcConfig
 from appliance.config import SecretRef
 from appliance.errors import Aborted, BmcError, SecretError, UsageError
+from appliance.state.backend import open_store
 from appliance.state.model import Bmc
-from appliance.state.sqlite import open_store
 from appliance.state.store import MachineStore
 
 PASSWORD_ENV = "KPC_BMC_PASSWORD"

@@ -21,7 +21,8 @@ from appliance.cli.common import cli, listen_option, port_option, serve_until_st
 from appliance.config import security_warnings
 from appliance.keys import authorized_keys_path, collect_keys
 from appliance.resources import resource_dir
-from appliance.state.sqlite import SERVICE_BUSY_TIMEOUT_MS, open_store
+from appliance.state.backend import open_store
+from appliance.state.sqlite import SERVICE_BUSY_TIMEOUT_MS
 
 group = typer.Typer(
     help="The provisioning HTTP service (matchbox-compatible).", no_args_is_help=True

@@ -29,7 +29,7 @@ from appliance.kolla.run import Access, KollaFailed, dry_run, run_step
 from appliance.nodes.access import ssh_settings
 from appliance.nodes.checks import Check, Policy
 from appliance.nodes.gate import NodesUnfit, check_fitness
-from appliance.state.sqlite import open_store
+from appliance.state.backend import open_store
 from appliance.state.store import MachineStore
 
 group = typer.Typer(

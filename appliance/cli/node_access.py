@@ -32,7 +32,7 @@ from appliance.nodes.hostkeys import forget_host_key, record_first_use, write_kn
 from appliance.nodes.interactive import known_hosts_path, ssh_argv
 from appliance.nodes.report import CheckReport, HostKeyStatus, NodeReport
 from appliance.nodes.targets import Target, select_targets
-from appliance.state.sqlite import open_store
+from appliance.state.backend import open_store
 from appliance.state.store import MachineStore
 
 WIDE = 200  # columns for the table when the output is not a terminal

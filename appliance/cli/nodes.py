@@ -12,8 +12,8 @@ from rich.table import Table
 from appliance.bootcfg.inventory import ansible_host, ansible_list
 from appliance.cli.common import Cli, cli, confirm, emit_json, parse_mac, when
 from appliance.errors import Aborted, StateError, UsageError
+from appliance.state.backend import open_store
 from appliance.state.model import BootMode, Event, Machine, MachineState
-from appliance.state.sqlite import open_store
 from appliance.state.store import MachineStore
 
 group = typer.Typer(

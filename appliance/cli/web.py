@@ -7,7 +7,7 @@ import logging
 import typer
 
 from appliance.cli.common import cli, listen_option, port_option, serve_until_stopped
-from appliance.state.sqlite import open_store
+from appliance.state.backend import open_store
 from appliance.web.app import Site, auth_from_config, run
 
 

@@ -224,6 +224,21 @@ kolla:
 #   session_hours: {web.session_hours}    # a login lasts this long
 #   stuck_after: {{discovered: 900, installing: 1800, installed: 900}}    # seconds, then stuck
 #   serial_logs: /var/lib/kpc/lab/servers    # lab only: show each server's console tail
+
+# Where the machine registry lives. sqlite (default): one file on this host
+# (bootcfg.state_db). etcd: a cluster several deploy hosts share (each runs its own
+# dnsmasq and bootcfg; every kpc command sees the same machines from any of them).
+# state:
+#   backend: sqlite    # or etcd
+#   etcd:
+#     endpoints: [https://10.0.0.5:2379, https://10.0.0.6:2379, https://10.0.0.7:2379]
+#     prefix: kpc/    # every key kpc writes starts with it
+#     ca_file: /etc/kpc/etcd/ca.crt    # the CA of the members' certificates
+#     cert_file: /etc/kpc/etcd/client.crt    # a client certificate ...
+#     key: {{file: /etc/kpc/secrets/etcd-client.key}}    # ... and its key (a secret reference)
+#     user: kpc    # and/or etcd user auth
+#     password: {{env: KPC_ETCD_PASSWORD}}
+#     timeout: 2.0    # seconds per request; without quorum writes fail (503, retried)
 """
 
 

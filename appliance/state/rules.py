@@ -113,3 +113,23 @@ def request_event(
 
 def checkin_event(address: str | None) -> tuple[str, Mapping[str, Any]]:
     return (EventKind.CHECKIN, {"address": address})
+
+
+def change_events(before: Machine, after: Machine) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+    """The state, boot and host-key events a change from ``before`` to ``after`` appends."""
+    events: list[tuple[str, Mapping[str, Any]]] = []
+    if before.state is not after.state:
+        events.append((EventKind.STATE, {"from": before.state, "to": after.state}))
+    if before.boot is not after.boot:
+        events.append((EventKind.BOOT, {"from": before.boot, "to": after.boot}))
+    if before.ssh_host_key != after.ssh_host_key:
+        events.append((EventKind.HOST_KEY, {"recorded": after.ssh_host_key is not None}))
+    return tuple(events)
+
+
+def address_order(address: str) -> tuple[int, ...] | tuple[int, str]:
+    """Sort key for BMC addresses: IPv4 addresses numerically, then names."""
+    parts = address.split(".")
+    if len(parts) == 4 and all(p.isdigit() for p in parts):
+        return tuple(int(p) for p in parts)
+    return (1 << 9, address)

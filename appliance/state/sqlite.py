@@ -552,7 +552,7 @@ class SqliteStore:
                 macs.setdefault(row["address"], []).append(row["mac"])
             rows = db.execute("SELECT * FROM bmcs").fetchall()
             bmcs = (_bmc(r, tuple(macs.get(r["address"], ()))) for r in rows)
-            return sorted(bmcs, key=lambda b: _address_key(b.address))
+            return sorted(bmcs, key=lambda b: rules.address_order(b.address))
 
         return self._read(read)
 
@@ -635,6 +635,9 @@ class SqliteStore:
             return int(row[0]) if row is not None else 0
 
         return self._read(read)
+
+    def describe(self) -> str:
+        return f"SQLite {self.path}"
 
     def check(self) -> list[str]:
         """Problems with the registry file, one line each (empty: consistent)."""
@@ -728,20 +731,8 @@ def _state_changed(before: Machine | None, after: Machine) -> bool:
 
 def _note_changes(db: sqlite3.Connection, before: Machine, after: Machine, now: float) -> None:
     """Append the state, boot and host-key changes between two versions of a machine."""
-    if before.state is not after.state:
-        _append(db, after.mac, EventKind.STATE, {"from": before.state, "to": after.state}, now)
-    if before.boot is not after.boot:
-        _append(db, after.mac, EventKind.BOOT, {"from": before.boot, "to": after.boot}, now)
-    if before.ssh_host_key != after.ssh_host_key:
-        recorded = after.ssh_host_key is not None
-        _append(db, after.mac, EventKind.HOST_KEY, {"recorded": recorded}, now)
-
-
-def _address_key(address: str) -> tuple[int, ...] | tuple[int, str]:
-    parts = address.split(".")
-    if len(parts) == 4 and all(p.isdigit() for p in parts):
-        return tuple(int(p) for p in parts)
-    return (1 << 9, address)
+    for kind, detail in rules.change_events(before, after):
+        _append(db, after.mac, kind, detail, now)
 
 
 def state_db_path(config: SiteConfig) -> Path:
