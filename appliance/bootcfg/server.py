@@ -16,6 +16,7 @@ Transitions a request may cause (the rest are in ``appliance.state.rules``):
 from __future__ import annotations
 
 import hmac
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,9 @@ def checkin_message(mac: str, time: int, body: bytes) -> bytes:
     """The bytes a node signs: ``kpc-checkin``, its MAC (lower case, colons) and its time on
     lines of their own, then the request body exactly as sent."""
     return f"{CHECKIN_NAMESPACE}\n{mac}\n{time}\n".encode() + body
+
+
+log = logging.getLogger("kpc.bootcfg")
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,33 @@ def serve(svc: Service, endpoint: str, labels: Labels, address: str | None) -> V
         event = rules.request_event(endpoint, address, detail)
         return Transition(machine, Verdict(catalog, decision, machine), (event,))
 
-    return svc.store.transact(mac, step, now)
+    try:
+        return svc.store.transact(mac, step, now)
+    except RegistryUnavailable:
+        verdict = _unrecorded(svc, endpoint, labels)
+        if verdict is None:
+            raise
+        return verdict
+
+
+def _unrecorded(svc: Service, endpoint: str, labels: Labels) -> Verdict | None:
+    """The registry cannot take the request's record (e.g. etcd without quorum): answer a
+    known machine from its last-read record, if the answer changes nothing that must be
+    recorded first (booting locally, a config it already has); else ``None`` (a 503, the
+    node retries). An install is never started from a record that may be stale."""
+    assert labels.mac is not None
+    machine = svc.store.get(labels.mac)
+    if machine is None:
+        return None
+    catalog = svc.catalog
+    decision = decide(catalog, labels, machine, ipxe=endpoint in BOOT_ENDPOINTS)
+    state = _served_state(endpoint, decision)
+    if state is not None and state is not machine.state:
+        return None
+    log.warning(
+        "%s for %s answered from its last-read record (registry unavailable)", endpoint, labels.mac
+    )
+    return Verdict(catalog, decision, machine)
 
 
 def _admit_new(svc: Service, mac: str) -> None:

@@ -10,8 +10,8 @@ import typer
 
 from appliance.cli.common import cli
 from appliance.errors import StateError, UsageError
+from appliance.state.backend import open_store
 from appliance.state.portable import export_document, import_document
-from appliance.state.sqlite import open_store
 
 group = typer.Typer(
     help="The machine registry as a whole: export, import, check.", no_args_is_help=True
@@ -27,7 +27,7 @@ def export(
 ) -> None:
     """Write every machine and BMC as versioned JSON (install tokens left out)."""
     c = cli(ctx)
-    store = open_store(c.config())
+    store = open_store(c.config(), c.environ)
     try:
         doc = export_document(store.machines(), store.list_bmcs(), time.time())
     finally:
@@ -64,7 +64,7 @@ def import_(
         raise UsageError(f"cannot read {source}: {exc.strerror}") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise UsageError(f"{source} is not JSON: {exc}") from None
-    store = open_store(c.config())
+    store = open_store(c.config(), c.environ)
     try:
         report = import_document(store, doc, time.time(), replace=replace, dry_run=dry_run)
     except StateError as exc:
@@ -88,7 +88,7 @@ def import_(
 def check(ctx: typer.Context) -> None:
     """Check the registry: SQLite integrity, schema version, orphaned records."""
     c = cli(ctx)
-    store = open_store(c.config())
+    store = open_store(c.config(), c.environ)
     try:
         problems = store.check()
         count = len(store.machines())

@@ -54,6 +54,7 @@ TRIM_EVERY = 64  # appends to one machine's log between two checks of its bound
 MAX_ATTEMPTS = 100  # compare-and-swap rounds before a transition gives up (contention)
 BATCH = 100  # operations per etcd transaction (etcd's default limit is 128)
 NO_MAC = "-"
+DOWN_PAUSE = 1.0  # seconds writes fail at once after etcd could not serve one
 
 T = TypeVar("T")
 
@@ -124,6 +125,8 @@ class EtcdStore:
         self._last: dict[str, Machine] = {}  # the newest record read or written, per MAC
         self._appends: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._down_until = 0.0  # etcd failed: until then, fail at once (a registry thread
+        # waiting out a timeout per request would turn every request into a 503 by deadline)
         with self._etcd():
             schema = self._c.get(self._k("schema"))
             if schema is None:
@@ -150,9 +153,16 @@ class EtcdStore:
 
     @contextmanager
     def _etcd(self) -> Iterator[None]:
+        if time.monotonic() < self._down_until:
+            raise RegistryUnavailable(
+                f"the machine registry ({self.describe()}) cannot take writes now: "
+                "etcd did not answer a moment ago",
+                hint="etcd has no quorum or no member is reachable; the request can be retried",
+            )
         try:
             yield
         except drv.EtcdUnavailable as exc:
+            self._down_until = time.monotonic() + DOWN_PAUSE
             raise RegistryUnavailable(
                 f"the machine registry ({self.describe()}) cannot take writes now: {exc}",
                 hint="etcd has no quorum or no member is reachable; nothing was changed, "
@@ -247,19 +257,28 @@ class EtcdStore:
         this process read (both possibly stale); ``RegistryUnavailable`` if neither."""
         key = self._k("machines/", mac)
         try:
+            if time.monotonic() < self._down_until:
+                raise drv.EtcdUnavailable("etcd did not answer a moment ago")
             kv = self._c.get(key)
         except drv.EtcdUnavailable as exc:
+            self._down_until = max(self._down_until, time.monotonic() + DOWN_PAUSE)
             try:
                 kv = self._c.get(key, serializable=True)
             except drv.EtcdUnavailable:
                 with self._lock:
                     if mac in self._last:
                         return self._last[mac]
-                with self._etcd():
-                    raise exc from None
-        except drv.EtcdError:
-            with self._etcd():
-                raise
+                raise RegistryUnavailable(
+                    f"the machine registry ({self.describe()}) cannot be read now: {exc}",
+                    hint="no etcd member is reachable; the request can be retried",
+                ) from None
+            if kv is None:
+                return self._last.get(mac)
+            return self._machine(kv)
+        except drv.EtcdError as exc:
+            raise StateError(
+                f"the machine registry ({self.describe()}) refused a request: {exc}"
+            ) from None
         machine = self._machine(kv) if kv is not None else None
         self._remember(mac, machine)
         return machine
