@@ -9,6 +9,7 @@ the registry learns from it.
   certificate is checked;
 - ``run``: one action over a mixed fleet: the IPMI hosts on the IPMI engine and the Redfish
   hosts on the Redfish engine, at the same time, results in the order of the targets;
+- ``serialised``: the registry's lock on each BMC an action changes, across deploy hosts;
 - ``record``: certificates seen for the first time are pinned, inventories recorded.
 
 Each driver is imported only when a host needs it (a Redfish-only run never loads pyghmi).
@@ -16,8 +17,11 @@ Each driver is imported only when a host needs it (a Redfish-only run never load
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 
 from appliance.bmc.actions import Action
@@ -158,6 +162,18 @@ def run(
         raise failure[0]
     position = {id(t): i for i, t in enumerate(targets)}
     return sorted(results, key=lambda o: position.get(id(o.target), len(position)))
+
+
+def serialised(
+    store: MachineStore | None, targets: Sequence[Target], action: Action
+) -> AbstractContextManager[None]:
+    """Hold the registry's lock on each target BMC (``bmc/<address>``) while ``action`` runs,
+    if it changes anything: two operators, or two deploy hosts sharing an etcd registry,
+    never power-cycle the same server at once. The holder is named to whoever waits."""
+    if store is None or not action.changes_state:
+        return nullcontext()
+    holder = f"{socket.gethostname()} pid {os.getpid()} ({action.describe()})"
+    return store.hold([f"bmc/{t.address}" for t in targets], holder)
 
 
 def record(store: MachineStore, outcomes: Sequence[HostOutcome], now: float) -> list[str]:

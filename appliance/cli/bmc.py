@@ -290,7 +290,8 @@ def _act(ctx: typer.Context, o: _Common, action: Action, warning: str = "") -> N
             fanout=o.fanout or site.settings.fanout, timeout=o.timeout or site.settings.timeout
         )
         started = time.monotonic()
-        outcomes = _run(c, resolved, action, options)
+        with control.serialised(site.store, resolved, action):
+            outcomes = _run(c, resolved, action, options)
         elapsed = time.monotonic() - started
         if site.store is not None:
             for note in control.record(site.store, outcomes, time.time()):

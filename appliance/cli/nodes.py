@@ -108,7 +108,10 @@ def _event_line(event: Event) -> str:
 def watch(
     ctx: typer.Context,
     interval: float = typer.Option(
-        0.5, min=0.05, max=60.0, help="Seconds between looks at the registry (SQLite: polled)."
+        0.5,
+        min=0.05,
+        max=60.0,
+        help="Seconds between looks at the registry (SQLite; etcd is watched).",
     ),
     count: int = typer.Option(0, min=0, help="Stop after this many changes (0: until Ctrl-C)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
@@ -122,7 +125,8 @@ def watch(
         cursor = store.event_cursor()
         c.err.print(f"watching the machine registry after change {cursor}", markup=False)
         while True:
-            for event in store.changes_since(cursor):
+            # etcd: a watch wakes this at once; SQLite: polled until ``interval`` passes
+            for event in store.wait_changes(cursor, interval):
                 cursor = event.id
                 if as_json:
                     typer.echo(json.dumps({**event.__dict__, "detail": event.detail}))
@@ -131,7 +135,6 @@ def watch(
                 shown += 1
                 if count and shown >= count:
                     return
-            time.sleep(interval)
     except KeyboardInterrupt:
         return
     finally:

@@ -24,6 +24,7 @@ import http.client
 import json
 import ssl
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -414,11 +415,18 @@ class EtcdClient:
     # --- watch ---
 
     def watch(
-        self, key: str, range_end: str | None, start_revision: int, *, idle: float = 30.0
+        self,
+        key: str,
+        range_end: str | None,
+        start_revision: int,
+        *,
+        idle: float = 30.0,
+        until: float | None = None,
     ) -> Iterator[WatchEvent]:
         """Changes to ``key`` (to ``range_end``) from ``start_revision`` on, as they happen.
-        Ends (raising ``EtcdUnavailable``) when the stream breaks; the caller resumes from the
-        revision after the last event it saw."""
+        Ends quietly at ``until`` (a ``time.monotonic()`` deadline), and raising
+        ``EtcdUnavailable`` when the stream breaks; the caller resumes from the revision
+        after the last event it saw."""
         request: dict[str, Any] = {"key": _b64(key), "start_revision": str(start_revision)}
         if range_end is not None:
             request["range_end"] = _b64(range_end)
@@ -442,6 +450,12 @@ class EtcdClient:
             decoder = json.JSONDecoder()
             buffer = ""
             while True:
+                if until is not None:
+                    left = until - time.monotonic()
+                    if left <= 0:
+                        return
+                    if conn.sock is not None:
+                        conn.sock.settimeout(min(idle, left))
                 try:
                     chunk = response.read1(65536)
                 except TimeoutError:

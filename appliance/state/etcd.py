@@ -7,7 +7,7 @@ Keys, all under the site's prefix (``state.etcd.prefix``, default ``kpc/``)::
     bmcs/<address>          a Bmc as JSON (without its MACs)
     bmc_macs/<mac>          the address of the BMC whose inventory lists <mac>
     events/<mac>/<t>.<i>    one event (machine events); ``events/-/...`` for the others
-    locks/<name>            a held lock: the holder, bound to a lease
+    locks/<name>            a held lock (e.g. bmc/<address>): its holder, bound to a lease
 
 Every transition is a compare-and-swap: ``transact`` reads the record (and the BMC
 inventory entry for its MAC) in one round trip, calls the step, and commits the new record
@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from appliance.config import MAC_RE, EtcdSettings, SecretRef
@@ -54,6 +54,7 @@ TRIM_EVERY = 64  # appends to one machine's log between two checks of its bound
 MAX_ATTEMPTS = 100  # compare-and-swap rounds before a transition gives up (contention)
 BATCH = 100  # operations per etcd transaction (etcd's default limit is 128)
 NO_MAC = "-"
+LOCK_POLL = 0.2  # seconds between tries of a busy lock
 DOWN_PAUSE = 1.0  # seconds writes fail at once after etcd could not serve one
 
 T = TypeVar("T")
@@ -653,10 +654,18 @@ class EtcdStore:
             ).kvs
         return max((self._event(kv).id for kv in kvs), default=0)
 
-    def watch_revision(self) -> int:
-        """etcd's current revision (where a watch for what happens next starts)."""
+    def wait_changes(self, cursor: int, timeout: float) -> list[Event]:
+        until = time.monotonic() + timeout
+        with self._etcd():  # first the revision, then the log: nothing falls in between
+            revision = self._c.range(self._k("schema"), count_only=True).revision
+        found = self.changes_since(cursor)
+        if found:
+            return found
+        prefix = self._k("events/")
         with self._etcd():
-            return self._c.range(self._k("schema"), count_only=True).revision
+            for _ in self._c.watch(prefix, drv.prefix_end(prefix), revision + 1, until=until):
+                break  # something was appended: read it in order through the log
+        return self.changes_since(cursor)
 
     def check_writable(self) -> None:
         """Raise ``RegistryUnavailable`` unless etcd has quorum (a linearizable read, which
@@ -725,36 +734,25 @@ class EtcdStore:
     # --- locks --------------------------------------------------------------------------
 
     @contextmanager
-    def lock(self, name: str, holder: str, *, ttl: int = 15, wait: float = 60.0) -> Iterator[None]:
-        """Hold ``locks/<name>`` across deploy hosts while the block runs. The key is bound to
-        a lease kept alive meanwhile, so a host that dies releases it within ``ttl`` s."""
-        key = self._k("locks/", name)
+    def hold(
+        self, names: Sequence[str], holder: str, *, ttl: int = 15, wait: float = 60.0
+    ) -> Iterator[None]:
+        """Hold ``locks/<name>`` for every name across deploy hosts while the block runs.
+        Taken all at once (per 100, in sorted order: two hosts never deadlock) and bound to
+        one lease kept alive meanwhile, so a host that dies releases them within ``ttl`` s.
+        ``StateError`` naming the holder if they stay busy longer than ``wait`` s."""
+        keys = sorted({self._k("locks/", name) for name in names})
         deadline = time.monotonic() + wait
         with self._etcd():
             lease = self._c.lease_grant(ttl)
         try:
-            while True:
-                with self._etcd():
-                    done = self._c.txn(
-                        [drv.cmp_absent(key)],
-                        [drv.op_put(key, holder, lease)],
-                        [drv.op_range(key)],
-                    )
-                if done.succeeded:
-                    break
-                held = done.ranges()
-                who = held[0][0].value if held and held[0] else "another deploy host"
-                if time.monotonic() > deadline:
-                    raise StateError(
-                        f"{name} is busy: {who} holds it",
-                        hint="wait for that operation to finish, then retry",
-                    )
-                time.sleep(0.2)
+            for start in range(0, len(keys), BATCH):
+                self._take(keys[start : start + BATCH], holder, lease, deadline)
             stop = threading.Event()
 
             def keep_alive() -> None:
                 while not stop.wait(ttl / 3):
-                    with suppress(drv.EtcdError):
+                    with contextlib.suppress(drv.EtcdError):
                         self._c.lease_keepalive(lease)
 
             alive = threading.Thread(target=keep_alive, name="kpc-etcd-lease", daemon=True)
@@ -767,6 +765,27 @@ class EtcdStore:
         finally:
             with contextlib.suppress(drv.EtcdError):  # else the lease expires by itself
                 self._c.lease_revoke(lease)
+
+    def _take(self, keys: list[str], holder: str, lease: int, deadline: float) -> None:
+        while True:
+            with self._etcd():
+                done = self._c.txn(
+                    [drv.cmp_absent(k) for k in keys],
+                    [drv.op_put(k, holder, lease) for k in keys],
+                    [drv.op_range(k) for k in keys],
+                )
+            if done.succeeded:
+                return
+            held = [kvs[0] for kvs in done.ranges() if kvs]
+            if time.monotonic() > deadline:
+                what = ", ".join(
+                    f"{kv.key[len(self._k('locks/')) :]} (held by {kv.value})" for kv in held
+                )
+                raise StateError(
+                    f"busy: {what or 'another deploy host holds a lock'}",
+                    hint="wait for that operation to finish, then retry",
+                )
+            time.sleep(LOCK_POLL)
 
     def close(self) -> None:
         self._c.close()

@@ -20,13 +20,14 @@ as the cursor of ``changes_since``.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +44,7 @@ BUSY_TIMEOUT_MS = 10_000  # how long a command waits for another writer's lock
 SERVICE_BUSY_TIMEOUT_MS = 2_000  # bootcfg's: a node hears "busy, retry" (503) instead
 MIN_FREE_BYTES = 1 << 20  # below this the registry reports itself not writable
 EVENTS_PER_MACHINE = 500
+POLL_INTERVAL = 0.2  # seconds between looks at the log while waiting for a change
 EVENTS_WITHOUT_MACHINE = 2000
 # Pruning a machine's history costs an index walk of its EVENTS_PER_MACHINE newest events,
 # so it runs on one append in PRUNE_ONE_IN (chosen by a hash of the event id, so that no
@@ -629,12 +631,55 @@ class SqliteStore:
 
         return self._read(read)
 
+    def wait_changes(self, cursor: int, timeout: float) -> list[Event]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.changes_since(cursor)
+            if found or time.monotonic() >= deadline:
+                return found
+            time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+
     def event_cursor(self) -> int:
         def read(db: sqlite3.Connection) -> int:
             row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
             return int(row[0]) if row is not None else 0
 
         return self._read(read)
+
+    @contextmanager
+    def hold(
+        self, names: Sequence[str], holder: str, *, ttl: int = 15, wait: float = 60.0
+    ) -> Iterator[None]:
+        """``flock`` on a file per name beside the registry (``locks/``): the processes of this
+        deploy host (SQLite is never shared between hosts) queue; a dead holder's locks go
+        with its process. ``ttl`` is for the etcd backend."""
+        folder = self.path.parent / "locks"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        deadline = time.monotonic() + wait
+        held: list[int] = []
+        try:
+            for name in sorted(set(names)):
+                path = folder / (name.replace("/", "_") + ".lock")
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+                held.append(fd)
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            who = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                            raise StateError(
+                                f"busy: {name} (held by {who or 'another process'})",
+                                hint="wait for that operation to finish, then retry",
+                            ) from None
+                        time.sleep(POLL_INTERVAL)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, holder.encode(), 0)
+            yield
+        finally:
+            for fd in held:
+                os.close(fd)  # releases its lock
 
     def describe(self) -> str:
         return f"SQLite {self.path}"

@@ -11,7 +11,8 @@ so a machine's history and a watcher's ``changes_since`` never miss or invent a 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -117,6 +118,11 @@ class MachineStore(Protocol):
         """Events with an id above ``cursor``, oldest first (at most ``limit``)."""
         ...
 
+    def wait_changes(self, cursor: int, timeout: float) -> list[Event]:
+        """``changes_since(cursor)``, waiting up to ``timeout`` seconds for the first one
+        (SQLite: polling; etcd: a watch). Empty if nothing happened meanwhile."""
+        ...
+
     def event_cursor(self) -> int:
         """The id of the newest event ever appended (0 if none): ``changes_since`` from here
         returns only what happens after this call."""
@@ -128,6 +134,15 @@ class MachineStore(Protocol):
 
     def check_writable(self) -> None:
         """Raise ``RegistryUnavailable`` unless a write could be committed now."""
+        ...
+
+    def hold(
+        self, names: Sequence[str], holder: str, *, ttl: int = 15, wait: float = 60.0
+    ) -> AbstractContextManager[None]:
+        """Hold a lock on each of ``names`` (e.g. ``bmc/<address>``) for the block, across
+        every process and deploy host using this registry; a holder that dies releases them
+        (SQLite: with its process; etcd: when its lease of ``ttl`` s runs out). Raises
+        ``StateError`` naming the holder when one stays busy longer than ``wait`` s."""
         ...
 
     def describe(self) -> str:

@@ -157,7 +157,9 @@ def perform(
         assert spec.power is not None and chosen.bmc is not None
         target = _target(chosen.bmc, config, environ)
         options = RunOptions(fanout=1, timeout=config.bmc.timeout)
-        (outcome,) = runner([target], _action(spec.power), options)
+        action = _action(spec.power)
+        with control.serialised(store, [target], action):
+            (outcome,) = runner([target], action, options)
     except KpcError as exc:
         record(False, f"failed: {exc.message}")
         raise

@@ -122,7 +122,7 @@ def test_a_lock_is_held_by_one_host_at_a_time(etcd_single: EtcdCluster) -> None:
 
     def work(store: EtcdStore, name: str) -> None:
         for _ in range(5):
-            with store.lock("bmc/198.18.1.21", name, ttl=5):
+            with store.hold(["bmc/198.18.1.21", "bmc/198.18.1.22"], name, ttl=5):
                 if inside:
                     overlaps.append(name)
                 inside.append(name)
@@ -135,6 +135,8 @@ def test_a_lock_is_held_by_one_host_at_a_time(etcd_single: EtcdCluster) -> None:
     for t in threads:
         t.join()
     assert overlaps == []
-    busy = pytest.raises(StateError, match="host0 holds")
-    with hosts[0].lock("bmc/x", "host0", ttl=5), busy, hosts[1].lock("bmc/x", "h1", wait=0.3):
+    busy = pytest.raises(StateError, match=r"bmc/x \(held by host0\)")
+    with hosts[0].hold(["bmc/x"], "host0"), busy, hosts[1].hold(["bmc/y", "bmc/x"], "h1", wait=0.3):
+        pass
+    with hosts[1].hold(["bmc/y"], "h1", wait=0.3):  # the refused hold took nothing
         pass
