@@ -11,7 +11,7 @@ from rich.markup import escape
 from appliance.cli.common import Cli, cli, confirm, emit_json
 from appliance.cli.images import print_rows
 from appliance.drivers.docker import ContainerSpec, Docker
-from appliance.errors import Aborted
+from appliance.errors import Aborted, KpcError
 from appliance.services import lifecycle
 from appliance.services.spec import SERVICES, env_secrets_needed, service_specs
 
@@ -156,6 +156,31 @@ def status(
             c.out.print(f"\n[bold]{s.service}[/]: {escape(s.problem)}")
             for line in s.log_tail:
                 c.out.print(f"  | {escape(line)}")
+    _registry_status(c)
+
+
+def _registry_status(c: Cli) -> None:
+    """The machine registry's line(s): writable, or why not (etcd: quorum, each member)."""
+    from appliance.state.backend import open_store
+    from appliance.state.sqlite import state_db_path
+
+    config = c.config()
+    if config.state.backend == "sqlite" and not state_db_path(config).exists():
+        c.out.print(f"\n[bold]registry[/]: SQLite {state_db_path(config)}: not made yet")
+        return
+    try:
+        store = open_store(config, c.environ)
+    except KpcError as exc:
+        c.out.print(f"\n[bold]registry[/]: [red]cannot open[/]: {escape(exc.message)}")
+        return
+    try:
+        writable, lines = store.health()
+    finally:
+        store.close()
+    mark = "" if writable else "[red]"
+    c.out.print(f"\n[bold]registry[/]: {mark}{escape(lines[0])}" + ("[/]" if mark else ""))
+    for line in lines[1:]:
+        c.out.print(escape(line))
 
 
 def logs(

@@ -128,21 +128,35 @@ class EtcdStore:
         self._lock = threading.Lock()
         self._down_until = 0.0  # etcd failed: until then, fail at once (a registry thread
         # waiting out a timeout per request would turn every request into a 503 by deadline)
+        try:
+            self._check_schema()
+        except RegistryUnavailable:
+            # no quorum now: open anyway (reads of known machines still work; writes are
+            # refused until it is back). The schema is checked on a later open.
+            self._down_until = 0.0
+
+    def _check_schema(self) -> None:
+        """Refuse a registry written by a newer kpc; mark a new one with our version."""
         with self._etcd():
-            schema = self._c.get(self._k("schema"))
+            try:
+                schema = self._c.get(self._k("schema"))
+            except drv.EtcdUnavailable:
+                schema = self._c.get(self._k("schema"), serializable=True)
+                if schema is None:
+                    raise
             if schema is None:
                 self._c.txn(
                     [drv.cmp_absent(self._k("schema"))],
                     [drv.op_put(self._k("schema"), json.dumps({"version": SCHEMA_VERSION}))],
                 )
-            else:
-                version = self._schema_version(schema.value)
-                if version > SCHEMA_VERSION:
-                    raise StateError(
-                        f"the machine registry {self.describe()} has schema version {version}, "
-                        f"newer than this kpc understands ({SCHEMA_VERSION})",
-                        hint="upgrade kpc on this deploy host",
-                    )
+                return
+        version = self._schema_version(schema.value)
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"the machine registry {self.describe()} has schema version {version}, "
+                f"newer than this kpc understands ({SCHEMA_VERSION})",
+                hint="upgrade kpc on this deploy host",
+            )
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -666,6 +680,30 @@ class EtcdStore:
             for _ in self._c.watch(prefix, drv.prefix_end(prefix), revision + 1, until=until):
                 break  # something was appended: read it in order through the log
         return self.changes_since(cursor)
+
+    def health(self) -> tuple[bool, list[str]]:
+        members = self._c.member_status()
+        answering = [(url, st) for url, st in members if isinstance(st, dict)]
+        lines = []
+        for url, st in members:
+            if isinstance(st, dict):
+                role = "leader" if st.get("leader") == st["header"].get("member_id") else "member"
+                revision = st["header"].get("revision", "?")
+                lines.append(f"  {url}: {role}, etcd {st.get('version', '?')}, rev {revision}")
+            else:
+                lines.append(f"  {url}: not answering ({st})")
+        self._down_until = 0.0
+        try:
+            self.check_writable()
+        except RegistryUnavailable:
+            head = (
+                f"{self.describe()}: NO QUORUM ({len(answering)} of {len(members)} listed "
+                "members answer): writes are refused (bootcfg answers 503 and nodes retry); "
+                "known machines still boot from their last-read record"
+            )
+            return False, [head, *lines]
+        head = f"{self.describe()}: writable ({len(answering)} of {len(members)} members answer)"
+        return True, [head, *lines]
 
     def check_writable(self) -> None:
         """Raise ``RegistryUnavailable`` unless etcd has quorum (a linearizable read, which

@@ -681,6 +681,13 @@ class SqliteStore:
             for fd in held:
                 os.close(fd)  # releases its lock
 
+    def health(self) -> tuple[bool, list[str]]:
+        try:
+            self.check_writable()
+        except RegistryUnavailable as exc:
+            return False, [exc.message]
+        return True, [f"{self.describe()}: writable"]
+
     def describe(self) -> str:
         return f"SQLite {self.path}"
 

@@ -145,6 +145,11 @@ class MachineStore(Protocol):
         ``StateError`` naming the holder when one stays busy longer than ``wait`` s."""
         ...
 
+    def health(self) -> tuple[bool, list[str]]:
+        """Whether writes can be committed now, and lines saying so for an operator (for
+        etcd: quorum, and each member's answer)."""
+        ...
+
     def describe(self) -> str:
         """Where the registry lives, for status lines and messages (never a secret)."""
         ...

@@ -321,6 +321,15 @@ def test_quorum_lost_refuses_writes_but_known_machines_still_boot(
         assert call(f"{host.url}/ipxe?mac={unknown}").status == 503  # never a blind install
         health = call(f"{host.url}/healthz")
         assert health.status == 503 and health.retry_after
+        # what 'kpc status' prints about the registry
+        registry = _registry(cluster, hosts)
+        try:
+            writable, lines = registry.health()
+        finally:
+            registry.close()
+        assert not writable
+        assert "NO QUORUM (1 of 3 listed members answer): writes are refused" in lines[0]
+        assert sum("not answering" in line for line in lines[1:]) == 2
     finally:
         cluster.start(1)
         cluster.start(2)
@@ -332,6 +341,8 @@ def test_quorum_lost_refuses_writes_but_known_machines_still_boot(
     )
     registry = _registry(cluster, hosts)
     try:
+        writable, lines = registry.health()
+        assert writable and "writable (3 of 3 members answer)" in lines[0]
         machine = registry.get(known)
         assert machine is not None and machine.facts == {"hostname": "lost", "seq": 99}
         assert registry.check() == []
