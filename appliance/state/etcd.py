@@ -43,8 +43,9 @@ from appliance.config import MAC_RE, EtcdSettings, SecretRef
 from appliance.drivers import etcd as drv
 from appliance.errors import RegistryUnavailable, StateError
 from appliance.state import codec, rules
-from appliance.state.model import Bmc, BootMode, Event, EventKind, Machine, MachineState
-from appliance.state.store import Step, Transition
+from appliance.state.model import Bmc, Event, EventKind, Machine, MachineState
+from appliance.state.store import Step
+from appliance.state.transitions import NamedTransitions, unknown_machine
 
 SCHEMA_VERSION = 1
 EVENTS_PER_MACHINE = 500
@@ -74,13 +75,6 @@ def _dumps(data: Mapping[str, Any]) -> str:
         return json.dumps(dict(data), sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise StateError(f"event detail is not JSON data: {exc}") from None
-
-
-def _unknown(mac: str) -> StateError:
-    return StateError(
-        f"no machine with MAC {mac} in the registry",
-        hint="'kpc nodes list' shows the machines kpc has seen",
-    )
 
 
 def _key_file(ref: SecretRef, environ: Mapping[str, str]) -> str:
@@ -117,7 +111,7 @@ def connect(settings: EtcdSettings, environ: Mapping[str, str]) -> drv.EtcdClien
         raise StateError(str(exc), hint="check state.etcd.endpoints") from None
 
 
-class EtcdStore:
+class EtcdStore(NamedTransitions):
     """``MachineStore`` on an etcd v3 cluster."""
 
     def __init__(self, client: drv.EtcdClient, prefix: str = "kpc/") -> None:
@@ -314,9 +308,6 @@ class EtcdStore:
             found = [m for m in found if m.state is MachineState(state)]
         return sorted(found, key=lambda m: m.mac)
 
-    def transact(self, mac: str, step: Step[T], now: float) -> T:
-        return self._transaction(mac, step, now)[1]
-
     def _transaction(self, mac: str, step: Step[T], now: float) -> tuple[Machine | None, T]:
         _check_mac(mac)
         key = self._k("machines/", mac)
@@ -363,79 +354,6 @@ class EtcdStore:
             hint="other deploy hosts are writing it at the same time; the request can be retried",
         )
 
-    def _apply(
-        self,
-        mac: str,
-        change: Callable[[Machine | None], Machine],
-        now: float,
-        events: tuple[tuple[str, Mapping[str, Any]], ...] = (),
-    ) -> Machine:
-        def step(m: Machine | None) -> Transition[None]:
-            return Transition(change(m), None, events)
-
-        stored = self._transaction(mac, step, now)[0]
-        assert stored is not None
-        return stored
-
-    def _change(self, mac: str, change: Callable[[Machine], Machine], now: float) -> Machine:
-        def known(m: Machine | None) -> Machine:
-            if m is None:
-                raise _unknown(mac)
-            return change(m)
-
-        return self._apply(mac, known, now)
-
-    def record_request(
-        self,
-        mac: str,
-        *,
-        address: str | None,
-        endpoint: str,
-        now: float,
-        uuid: str | None = None,
-        hostname: str | None = None,
-        serial: str | None = None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> Machine:
-        return self._apply(
-            mac,
-            lambda m: rules.seen(
-                m,
-                mac,
-                address=address,
-                endpoint=endpoint,
-                now=now,
-                uuid=uuid,
-                hostname=hostname,
-                serial=serial,
-            ),
-            now,
-            (rules.request_event(endpoint, address, detail),),
-        )
-
-    def set_state(self, mac: str, state: MachineState, now: float) -> Machine:
-        state = MachineState(state)
-        return self._change(mac, lambda m: rules.with_state(m, state), now)
-
-    def set_boot(self, mac: str, boot: BootMode, now: float) -> Machine:
-        boot = BootMode(boot)
-        return self._change(mac, lambda m: rules.with_boot(m, boot), now)
-
-    def install_complete(self, mac: str, now: float) -> Machine:
-        return self._change(mac, rules.install_completed, now)
-
-    def check_in(self, mac: str, facts: dict[str, Any], address: str | None, now: float) -> Machine:
-        def change(m: Machine | None) -> Machine:
-            current = m if m is not None else rules.new_machine(mac, now, BootMode.LOCAL)
-            return rules.checked_in(current, facts, address, now)
-
-        return self._apply(mac, change, now, ((EventKind.CHECKIN, {"address": address}),))
-
-    def set_host_key(self, mac: str, host_key: str | None) -> Machine:
-        return self._change(
-            mac, lambda m: dataclasses.replace(m, ssh_host_key=host_key), time.time()
-        )
-
     def forget(self, mac: str) -> None:
         _check_mac(mac)
         key = self._k("machines/", mac)
@@ -445,7 +363,7 @@ class EtcdStore:
                 read = self._c.txn([], [drv.op_range(key), self._bmcs_range()])
             record, bmc_kvs = read.ranges()
             if not record:
-                raise _unknown(mac)
+                raise unknown_machine(mac)
             compares = [drv.cmp_mod_revision(key, record[0].mod_revision)]
             ops = [drv.op_delete(key), drv.op_delete(events, drv.prefix_end(events))]
             for kv in bmc_kvs:

@@ -37,7 +37,8 @@ from appliance.errors import RegistryUnavailable, StateError
 from appliance.mac import MAC_RE
 from appliance.state import rules
 from appliance.state.model import Bmc, BootMode, Event, EventKind, Machine, MachineState
-from appliance.state.store import MachineStore, Step, Transition
+from appliance.state.store import MachineStore, Step
+from appliance.state.transitions import NamedTransitions, unknown_machine
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000  # how long a command waits for another writer's lock
@@ -200,7 +201,7 @@ def _check_mac(mac: str) -> str:
     return mac
 
 
-class SqliteStore:
+class SqliteStore(NamedTransitions):
     """``MachineStore`` on SQLite. ``path`` is created (with its schema) when missing."""
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
@@ -356,10 +357,7 @@ class SqliteStore:
     def _require(self, db: sqlite3.Connection, mac: str) -> Machine:
         row = self._row(db, _check_mac(mac))
         if row is None:
-            raise StateError(
-                f"no machine with MAC {mac} in the registry",
-                hint="'kpc nodes list' shows the machines kpc has seen",
-            )
+            raise unknown_machine(mac)
         return _machine(row)
 
     def _put(self, db: sqlite3.Connection, m: Machine) -> None:
@@ -406,9 +404,6 @@ class SqliteStore:
 
         return self._read(read)
 
-    def transact(self, mac: str, step: Step[T], now: float) -> T:
-        return self._transaction(mac, step, now)[1]
-
     def _transaction(self, mac: str, step: Step[T], now: float) -> tuple[Machine | None, T]:
         """``transact``, also returning the record as stored afterwards."""
         _check_mac(mac)
@@ -435,82 +430,6 @@ class SqliteStore:
                 origin = before if before is not None else rules.new_machine(mac, now, after.boot)
                 _note_changes(db, origin, after, now)
             return (after if after is not None else before), transition.result
-
-    def _apply(
-        self,
-        mac: str,
-        change: Callable[[Machine | None], Machine],
-        now: float,
-        events: tuple[tuple[str, Mapping[str, Any]], ...] = (),
-    ) -> Machine:
-        def step(m: Machine | None) -> Transition[None]:
-            return Transition(change(m), None, events)
-
-        stored = self._transaction(mac, step, now)[0]
-        assert stored is not None
-        return stored
-
-    def _change(self, mac: str, change: Callable[[Machine], Machine], now: float) -> Machine:
-        def known(m: Machine | None) -> Machine:
-            if m is None:
-                raise StateError(
-                    f"no machine with MAC {mac} in the registry",
-                    hint="'kpc nodes list' shows the machines kpc has seen",
-                )
-            return change(m)
-
-        return self._apply(mac, known, now)
-
-    def record_request(
-        self,
-        mac: str,
-        *,
-        address: str | None,
-        endpoint: str,
-        now: float,
-        uuid: str | None = None,
-        hostname: str | None = None,
-        serial: str | None = None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> Machine:
-        return self._apply(
-            mac,
-            lambda m: rules.seen(
-                m,
-                mac,
-                address=address,
-                endpoint=endpoint,
-                now=now,
-                uuid=uuid,
-                hostname=hostname,
-                serial=serial,
-            ),
-            now,
-            (rules.request_event(endpoint, address, detail),),
-        )
-
-    def set_state(self, mac: str, state: MachineState, now: float) -> Machine:
-        state = MachineState(state)
-        return self._change(mac, lambda m: rules.with_state(m, state), now)
-
-    def set_boot(self, mac: str, boot: BootMode, now: float) -> Machine:
-        boot = BootMode(boot)
-        return self._change(mac, lambda m: rules.with_boot(m, boot), now)
-
-    def install_complete(self, mac: str, now: float) -> Machine:
-        return self._change(mac, rules.install_completed, now)
-
-    def check_in(self, mac: str, facts: dict[str, Any], address: str | None, now: float) -> Machine:
-        def change(m: Machine | None) -> Machine:
-            current = m if m is not None else rules.new_machine(mac, now, BootMode.LOCAL)
-            return rules.checked_in(current, facts, address, now)
-
-        return self._apply(mac, change, now, (rules.checkin_event(address),))
-
-    def set_host_key(self, mac: str, host_key: str | None) -> Machine:
-        return self._change(
-            mac, lambda m: dataclasses.replace(m, ssh_host_key=host_key), time.time()
-        )
 
     def forget(self, mac: str) -> None:
         with self._write() as db:
