@@ -249,6 +249,12 @@ class EtcdClient:
             conn.request("POST", path, body=json.dumps(body), headers=headers)
             response = conn.getresponse()
             data = response.read()
+        except ssl.SSLError as exc:
+            self._drop(endpoint)
+            raise EtcdError(
+                f"{endpoint.url}: TLS failed ({exc.reason or exc}): check state.etcd.ca_file, "
+                "cert_file and key"
+            ) from None
         except (OSError, http.client.HTTPException) as exc:
             self._drop(endpoint)
             raise EtcdUnavailable(f"{endpoint.url}: {exc or type(exc).__name__}") from None
