@@ -120,7 +120,9 @@ def bootcfg_spec(
     state_db = config.bootcfg.state_db
     if state_db is not None and not state_db.is_relative_to(data_dir):
         mounts.append(Mount(state_db.parent, str(state_db.parent)))
-    secret_env, secret_mounts = _secret_parts([config.bootcfg.token])
+    etcd_refs, etcd_mounts = _etcd_parts(config)
+    mounts += etcd_mounts
+    secret_env, secret_mounts = _secret_parts([config.bootcfg.token, *etcd_refs])
     command = ["--config", CONFIG_IN_CONTAINER, "bootcfg", "serve", "--listen", "0.0.0.0"]
     if os_version:
         command += ["--os-version", os_version]
@@ -135,6 +137,16 @@ def bootcfg_spec(
         # bootcfg reads the whole site config at start: any change restarts it
         labels=_labels(config, "bootcfg", **{LABEL_SITE: site_config_hash(config)}),
     )
+
+
+def _etcd_parts(config: SiteConfig) -> tuple[list[SecretRef | None], list[Mount]]:
+    """With ``state.backend: etcd``: its secrets (password, client key) and its CA and
+    client certificate files, mounted read-only at the same paths."""
+    etcd = config.state.etcd
+    if config.state.backend != "etcd" or etcd is None:
+        return [], []
+    files = [f for f in (etcd.ca_file, etcd.cert_file) if f is not None]
+    return [etcd.password, etcd.key], [Mount(f, str(f), read_only=True) for f in files]
 
 
 def _registry_mounts(config: SiteConfig) -> list[Mount]:
@@ -159,7 +171,9 @@ def web_spec(config: SiteConfig, config_file: Path) -> ContainerSpec:
     ]
     if web_config.serial_logs is not None:
         mounts.append(Mount(web_config.serial_logs, str(web_config.serial_logs), read_only=True))
-    refs: list[SecretRef | None] = [web_config.password]
+    etcd_refs, etcd_mounts = _etcd_parts(config)
+    mounts += etcd_mounts
+    refs: list[SecretRef | None] = [web_config.password, *etcd_refs]
     if web_config.actions:  # power actions log in to the BMCs
         refs += [config.bmc.password, *(host.password for host in config.bmc.hosts)]
     secret_env, secret_mounts = _secret_parts(refs)

@@ -91,6 +91,28 @@ def test_bootcfg_secrets_travel_by_name_or_as_a_read_only_file() -> None:
     assert any(m.target == "/etc/kpc/token" and m.read_only for m in by_file.mounts)
 
 
+def test_an_etcd_registry_reaches_bootcfg_and_web_with_its_secrets_by_reference() -> None:
+    etcd = (
+        "state: {backend: etcd, etcd: {endpoints: [https://10.20.0.5:2379], "
+        "ca_file: /etc/kpc/etcd/ca.crt, cert_file: /etc/kpc/etcd/client.crt, "
+        "key: {file: /etc/kpc/secrets/etcd.key}, user: kpc, password: {env: KPCB_ETCD}}}\n"
+        "web: {enabled: true, password: {file: /etc/kpc/secrets/web}}\n"
+    )
+    s = specs(etcd)
+    for name in ("bootcfg", "web"):
+        spec = s[name]
+        assert spec.secret_env == ("KPCB_ETCD",)
+        targets = {m.target: m.read_only for m in spec.mounts}
+        for path in (
+            "/etc/kpc/etcd/ca.crt",
+            "/etc/kpc/etcd/client.crt",
+            "/etc/kpc/secrets/etcd.key",
+        ):
+            assert targets.get(path) is True, (name, path)
+        assert "KPCB_ETCD" not in " ".join(spec.command)
+    assert env_secrets_needed(s) == ["KPCB_ETCD"]
+
+
 def test_state_db_outside_the_data_dir_is_mounted_too() -> None:
     b = service_specs(
         parse_config(BASE.replace("bootcfg: {", "bootcfg: {state_db: /srv/kpc/m.db, "), "t"),

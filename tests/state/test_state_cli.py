@@ -109,6 +109,9 @@ def test_a_registry_moves_from_sqlite_to_etcd_and_back(
     other_host = site(tmp_path, "host2", etcd_state(etcd_auth, prefix))
     code, out = kpc(other_host, "nodes", "show", OTHER)
     assert code == 0 and json.loads(out)["hostname"] == "n2"
+    code, out = kpc(other_host, "nodes", "inventory", "--list")
+    assert code == 0, out
+    assert "198.18.0.22" in out  # the ready machine, recorded through the first host
 
     code, out = kpc(shared, "state", "export", "-o", str(tmp_path / "back.json"))
     assert code == 0, out
