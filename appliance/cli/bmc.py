@@ -28,7 +28,7 @@ from appliance.bmc import protocol as p
 from appliance.bmc.actions import Action, BootDevice, BootMode, Kind, PowerAction
 from appliance.bmc.jobs import HINTS, Failure, HostOutcome, Protocol, RunOptions, Target
 from appliance.bmc.targets import Candidate
-from appliance.cli.common import Cli, cli, confirm, emit_json, when
+from appliance.cli.common import Cli, cli, confirm, emit_json, print_table, when
 from appliance.config import Bmc as BmcConfig
 from appliance.config import SecretRef
 from appliance.errors import Aborted, BmcError, SecretError, UsageError
@@ -727,24 +727,25 @@ def list_(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
     if not rows:
         c.out.print("no BMCs known: run 'kpc bmc discover' or list them in bmc.hosts")
         return
-    table = Table(box=None, pad_edge=False)
-    columns = ("ADDRESS", "NAME", "SOURCE", "PROTOCOLS", "VENDOR", "CERT", "MACS", "LAST SEEN")
-    for column in columns:
-        table.add_column(column)
-    for cand, bmc in rows:
-        table.add_row(
+    header = ["ADDRESS", "NAME", "SOURCE", "PROTOCOLS", "VENDOR", "CERT", "MACS", "LAST SEEN"]
+    table = [
+        [
             cand.label,
-            escape(cand.name or "-"),
+            cand.name or "-",
             cand.source,
             ", ".join(bmc.protocols) if bmc and bmc.protocols else "-",
             p.vendor_name(bmc.iana if bmc else None)
             if bmc is None or bmc.iana is not None or not bmc.model
-            else escape(bmc.model),
+            else bmc.model,
             f"{bmc.tls_fingerprint[:12]}…" if bmc and bmc.tls_fingerprint else "-",
             ", ".join(bmc.macs) if bmc and bmc.macs else "-",
             when(bmc.last_seen if bmc else None),
-        )
-    c.out.print(table)
+        ]
+        for cand, bmc in rows
+    ]
+    print_table(
+        c, header, table, drop=("CERT", "LAST SEEN", "SOURCE", "MACS", "VENDOR", "PROTOCOLS")
+    )
 
 
 group.add_typer(power_group, name="power")

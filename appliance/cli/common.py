@@ -5,13 +5,15 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
+from rich.markup import escape
 
 from appliance.config import SiteConfig, config_path, load_config
 from appliance.errors import KpcError, UsageError
@@ -113,3 +115,37 @@ def when(stamp: float | None) -> str:
     if stamp is None:
         return "-"
     return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def print_table(
+    c: Cli,
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    drop: Sequence[str] = (),
+) -> None:
+    """Aligned columns, one line per row, never wrapped (so grep and cut work). On a terminal
+    narrower than the table, the columns named in ``drop`` are left out, in that order, until
+    it fits, and a last line says which ('--json' carries everything)."""
+    keep = list(range(len(header)))
+
+    def width() -> int:
+        widths = [max(cell_len(str(row[i])) for row in [header, *rows]) for i in keep]
+        return sum(widths) + 2 * (len(widths) - 1)
+
+    fitting = c.out.is_terminal or "COLUMNS" in c.environ
+    left_out: list[str] = []
+    for name in drop:
+        if not fitting or width() <= c.out.width:
+            break
+        keep.remove(list(header).index(name))
+        left_out.append(name)
+    shown = [[str(row[i]) for i in keep] for row in [header, *rows]]
+    widths = [max(cell_len(row[j]) for row in shown) for j in range(len(keep))]
+    for row in shown:
+        line = "  ".join(
+            cell + " " * (w - cell_len(cell)) for cell, w in zip(row, widths, strict=True)
+        )
+        c.out.print(escape(line.rstrip()), soft_wrap=True)
+    if left_out:
+        c.out.print(f"({', '.join(left_out)} left out at this width; --json has every field)")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from appliance.cli.common import Cli, cli
+from appliance.cli.common import Cli, cli, print_table
 from appliance.drivers.docker import Docker
 from appliance.images import buildlog
 from appliance.images.base import make_base
@@ -16,14 +16,6 @@ from appliance.images.catalog import ImageDef, discover, image_ref, select
 from appliance.resources import CHECKOUT, resource_dir
 
 group = typer.Typer(help="Build kpc's container images (no registry needed).", no_args_is_help=True)
-
-
-def print_rows(c: Cli, rows: list[list[str]]) -> None:
-    """Aligned columns, one line per row (never wrapped, so grep and cut work)."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        c.out.print(escape(line.rstrip()))
 
 
 def _mb(size: int) -> str:
@@ -155,7 +147,7 @@ def list_images(ctx: typer.Context) -> None:
                 info.labels.get("org.opencontainers.image.revision", "-"),
             ]
         )
-    print_rows(c, rows)
+    print_table(c, rows[0], rows[1:])
 
 
 def register(app: typer.Typer) -> None:

@@ -7,10 +7,9 @@ import time
 from enum import StrEnum
 
 import typer
-from rich.table import Table
 
 from appliance.bootcfg.inventory import ansible_host, ansible_list
-from appliance.cli.common import Cli, cli, confirm, emit_json, parse_mac, when
+from appliance.cli.common import Cli, cli, confirm, emit_json, parse_mac, print_table, when
 from appliance.errors import Aborted, StateError, UsageError
 from appliance.state.backend import open_store
 from appliance.state.model import BootMode, Event, Machine, MachineState
@@ -77,15 +76,8 @@ def list_(
     if not machines:
         c.out.print("no machines" + (f" in state {state.value}" if state else ""))
         return
-    table = Table(box=None, pad_edge=False)
-    table.add_column("MAC", no_wrap=True, min_width=17)
-    for column in ("STATE", "BOOT", "HOSTNAME"):
-        table.add_column(column)
-    table.add_column("ADDRESS", no_wrap=True)
-    for column in ("LAST SEEN", "VIA"):
-        table.add_column(column)
-    for m in machines:
-        table.add_row(
+    rows = [
+        [
             m.mac,
             m.state.value,
             m.boot.value,
@@ -93,8 +85,11 @@ def list_(
             m.management_address or "-",
             when(m.last_seen),
             m.last_endpoint or "-",
-        )
-    c.out.print(table)
+        ]
+        for m in machines
+    ]
+    header = ["MAC", "STATE", "BOOT", "HOSTNAME", "ADDRESS", "LAST SEEN", "VIA"]
+    print_table(c, header, rows, drop=("VIA", "LAST SEEN", "BOOT"))
 
 
 def _event_line(event: Event) -> str:

@@ -8,8 +8,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from appliance.cli.common import Cli, cli, confirm, emit_json
-from appliance.cli.images import print_rows
+from appliance.cli.common import Cli, cli, confirm, emit_json, print_table
 from appliance.drivers.docker import ContainerSpec, Docker
 from appliance.errors import Aborted, KpcError
 from appliance.services import lifecycle
@@ -136,7 +135,8 @@ def status(
             data.append(item)
         emit_json(data)
         return
-    rows = [["SERVICE", "STATE", "HEALTH", "IMAGE", "PORTS", "UPTIME", "RESTARTS"]]
+    header = ["SERVICE", "STATE", "HEALTH", "IMAGE", "PORTS", "UPTIME", "RESTARTS"]
+    rows = []
     for s in statuses:
         state = s.state + (",outdated" if s.outdated and s.state != "missing" else "")
         rows.append(
@@ -150,7 +150,7 @@ def status(
                 str(s.restarts),
             ]
         )
-    print_rows(c, rows)
+    print_table(c, header, rows, drop=("RESTARTS", "IMAGE", "UPTIME"))
     for s in statuses:
         if s.problem:
             c.out.print(f"\n[bold]{s.service}[/]: {escape(s.problem)}")
