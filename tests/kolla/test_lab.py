@@ -151,3 +151,27 @@ def test_deploy_names_the_image_and_registry_it_cannot_pull(
     )
     assert match, result.stderr
     assert "kpc registry mirror" in result.stderr
+
+
+def test_kolla_pulls_the_images_kpc_built_from_the_deploy_hosts_registry(
+    kolla_lab: KollaLab, registries: list[LocalRegistry], tmp_path: Path
+) -> None:
+    # kolla-ansible's own pull, on the node, of an image kpc built with kolla-build and
+    # pushed where kolla-ansible looks: <registry>/<namespace>/<name>:<openstack_tag>
+    registry = make_registry(registries, tmp_path / "registry")
+    kolla_lab.data["registry"]["port"] = registry.port
+    kolla_lab.reconfigure()
+    assert kpc(kolla_lab.config, "images", "build", "kolla_builder").exit_code == 0
+    built = kpc(kolla_lab.config, "kolla", "images", "build", "memcached")
+    assert built.exit_code == 0, built.output
+    assert kpc(kolla_lab.config, "kolla", "genconfig").exit_code == 0
+    ref = f"127.0.0.1:{registry.port}/openstack.kolla/memcached:2026.2-debian-trixie"
+    try:
+        result = kpc(
+            kolla_lab.config, "kolla", "pull", "--skip-checks", "--", "--tags", "memcached"
+        )
+        assert result.exit_code == 0, result.output
+        assert re.search(r"kpch-node1\s+: ok=\d+\s+changed=[1-9]", result.stdout), result.stdout
+        assert docker("image", "inspect", ref, check=False).returncode == 0
+    finally:
+        docker("rmi", ref, check=False)
