@@ -91,14 +91,14 @@ def ready_count(config: Path) -> int:
     return sum(1 for row in rows if row["state"] == "ready")
 
 
-def provision(nodes: int, firmware: str, timeout: float) -> dict[str, float]:
+def provision(nodes: int, firmware: str, os_kind: str, timeout: float) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="kpcbench-"))
     directory = work / "lab"
     config = directory / "kpc.yaml"
     try:
         kpc(
             [
-                *("lab", "up", "--nodes", str(nodes), "--firmware", firmware),
+                *("lab", "up", "--nodes", str(nodes), "--firmware", firmware, "--os", os_kind),
                 *("--dir", str(directory), "--name", NAME, "--network", str(NETWORK)),
                 *("--services-prefix", PREFIX, "--bootcfg-port", "8089", "--registry-port", "5089"),
             ]
@@ -156,6 +156,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", type=int, nargs="+", default=[1, 3, 6])
     ap.add_argument("--firmware", nargs="+", default=["bios", "uefi"])
+    ap.add_argument(
+        "--os",
+        nargs="+",
+        default=["busybox", "node"],
+        help="what the servers install: busybox (the small stand-in) and/or node (the "
+        "Flatcar-shaped node OS), each measured in the same run",
+    )
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -170,24 +177,32 @@ def main() -> int:
     for firmware in args.firmware:
         for nodes in args.nodes:
             base = baseline(nodes, lab_os, 256)
-            got = provision(nodes, firmware, args.timeout)
-            row = {"nodes": nodes, "firmware": firmware, "baseline_s": base, **got}
-            results.append(row)
-            print(
-                f"{nodes:>3} {firmware:<5} pxe-all -> all ready {got['seconds']:7.1f}s "
-                f"({got['seconds'] / nodes:5.1f}s/node)  peak RSS {got['peak_mib']:7.0f} MiB  "
-                f"baseline {base:5.1f}s",
-                flush=True,
-            )
+            for os_kind in args.os:
+                got = provision(nodes, firmware, os_kind, args.timeout)
+                row = {"nodes": nodes, "firmware": firmware, "os": os_kind, "baseline_s": base}
+                results.append({**row, **got})
+                print(
+                    f"{nodes:>3} {firmware:<5} {os_kind:<7} pxe-all -> all ready "
+                    f"{got['seconds']:7.1f}s "
+                    f"({got['seconds'] / nodes:5.1f}s/node)  peak RSS {got['peak_mib']:7.0f} MiB  "
+                    f"baseline {base:5.1f}s",
+                    flush=True,
+                )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     print()
-    print("| nodes | firmware | pxe-all → all ready | per node | peak RSS | baseline: bare boots |")
-    print("|------:|----------|--------------------:|---------:|---------:|---------------------:|")
+    print(
+        "| nodes | firmware | OS | pxe-all → all ready | per node | peak RSS "
+        "| baseline: bare boots |"
+    )
+    print(
+        "|------:|----------|----|--------------------:|---------:|---------:|---------------------:|"
+    )
     for r in results:
         per_node = r["seconds"] / r["nodes"]
         print(
-            f"| {r['nodes']} | {r['firmware']} | {r['seconds']:.1f} s | {per_node:.1f} s | "
+            f"| {r['nodes']} | {r['firmware']} | {r['os']} | {r['seconds']:.1f} s "
+            f"| {per_node:.1f} s | "
             f"{r['peak_mib']:.0f} MiB | {r['baseline_s']:.1f} s |"
         )
     return 0

@@ -17,10 +17,11 @@ from pathlib import Path
 from types import FrameType
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from appliance.cli.common import Cli, cli
-from appliance.config import load_config
+from appliance.config import Images, load_config
 from appliance.errors import KpcError
 from appliance.lab.down import lab_down
 from appliance.lab.layout import DEFAULT_CACHE, DEFAULT_DIR, LabPaths
@@ -29,6 +30,7 @@ from appliance.lab.plan import DEFAULT_NAME, FirmwareChoice
 from appliance.lab.state import LabState
 from appliance.lab.status import (
     WaitProgress,
+    is_problem,
     lab_status,
     require_lab,
     serial_tail,
@@ -43,6 +45,10 @@ group = typer.Typer(
     no_args_is_help=True,
 )
 DEFAULT_FLATCAR_ASSETS = Path("/var/lib/kpc/bootcfg/assets/flatcar")
+OS_HELP = (
+    "node: the Flatcar-shaped node OS (Debian 13, real Ignition, Docker; 40 GiB disks); "
+    "busybox: the small stand-in (no Docker, no Ignition; 2 GiB disks)."
+)
 DIR_HELP = "The lab's directory (default: $KPC_LAB_DIR, else /var/lib/kpc/lab)."
 
 
@@ -110,7 +116,13 @@ def up(
         "--network",
         help="Which /23 of 198.18.0.0/15 (0-127): site net 198.18.2K.0/24, BMC net the next.",
     ),
-    memory: int = typer.Option(256, "--memory", help="MiB of RAM per server."),
+    memory: int | None = typer.Option(
+        None,
+        "--memory",
+        help="MiB of RAM per server (default: 3072 for the node OS, 256 for busybox).",
+        show_default=False,
+    ),
+    os_kind: str = typer.Option("busybox", "--os", help=f"What the servers install. {OS_HELP}"),
     bmc: str = typer.Option(
         "ipmi",
         "--bmc",
@@ -148,6 +160,8 @@ def up(
         raise typer.BadParameter("must be ipmi, redfish or mixed", param_hint="--bmc")
     if accel not in ("tcg", "kvm", "auto"):
         raise typer.BadParameter("must be tcg, kvm or auto", param_hint="--accel")
+    if os_kind not in ("node", "busybox"):
+        raise typer.BadParameter("must be node or busybox", param_hint="--os")
     choice: FirmwareChoice = (
         "bios" if firmware == "bios" else "uefi" if firmware == "uefi" else "mixed"
     )
@@ -158,6 +172,7 @@ def up(
         name=name,
         network=network,
         memory_mib=memory,
+        os="node" if os_kind == "node" else "busybox",
         cache=cache,
         bootcfg_port=bootcfg_port,
         registry_port=registry_port,
@@ -230,6 +245,9 @@ def status(
             s.serial.removeprefix("kpc-labos: ")[:60],
         )
     c.out.print(table)
+    for s in st.servers:
+        if is_problem(s.serial):
+            c.out.print(f"[bold red]{s.server.name}:[/] {escape(s.serial)}")
     if state.phase != "up" or not st.supervisor or st.missing:
         raise typer.Exit(1)
 
@@ -301,12 +319,32 @@ def down(
 def build_os(
     ctx: typer.Context,
     cache: Path = typer.Option(DEFAULT_CACHE, "--cache", help="Where the lab OS is built."),
+    os_kind: str = typer.Option("node", "--os", help=OS_HELP),
+    mirror: str = typer.Option(
+        Images().debian_mirror, "--mirror", help="The Debian mirror to use."
+    ),
 ) -> None:
-    """Build the lab OS (Debian cloud kernel, busybox initramfs, BIOS+UEFI disk image) into
-    the cache, or show the one already there. 'kpc lab up' does this itself."""
+    """Build the lab's node OS into the cache (once per input set), or show the one already
+    there. 'kpc lab up' does this itself.
+
+    node: a Flatcar-layout release (PXE kernel and image, signed GPT disk image that
+    flatcar-install writes; BIOS and UEFI) built from Debian packages, with Debian's Ignition
+    in the initramfs. busybox: Debian's cloud kernel, a busybox initramfs, a small disk image."""
     c = cli(ctx)
-    built = build_lab_os(cache, _progress(c))
-    for path in built.files():
+    if os_kind not in ("node", "busybox"):
+        raise typer.BadParameter("must be node or busybox", param_hint="--os")
+    if os_kind == "busybox":
+        paths = build_lab_os(cache, _progress(c)).files()
+    else:
+        from appliance.lab.nodeos import build_node_os
+
+        built = build_node_os(cache, mirror, _progress(c))
+        c.err.print(
+            f"node OS {built.version} (kernel {built.kernel_release}), signing key "
+            f"{built.public_key}"
+        )
+        paths = built.files()
+    for path in paths:
         c.out.print(f"{path}  {path.stat().st_size} bytes")
 
 

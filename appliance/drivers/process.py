@@ -70,6 +70,31 @@ def run(
     return result
 
 
+def run_to_file(
+    argv: Sequence[str],
+    output: Path,
+    *,
+    stdin: bytes | None = None,
+    cwd: Path | None = None,
+    hint: str | None = None,
+) -> None:
+    """Run argv with its standard output written to ``output`` (binary, never in memory);
+    CommandFailed with its standard error when it fails (``output`` is then removed)."""
+    args = [str(a) for a in argv]
+    log.debug("run: %s > %s", shlex.join(args), output)
+    try:
+        with output.open("wb") as out:
+            proc = subprocess.run(
+                args, input=stdin, stdout=out, stderr=subprocess.PIPE, cwd=cwd, check=False
+            )
+    except FileNotFoundError:
+        output.unlink(missing_ok=True)
+        raise ToolMissing(args[0]) from None
+    if proc.returncode != 0:
+        output.unlink(missing_ok=True)
+        raise CommandFailed(args, proc.returncode, proc.stderr.decode(errors="replace"), hint)
+
+
 def stream(
     argv: Sequence[str],
     on_line: Callable[[str], None],

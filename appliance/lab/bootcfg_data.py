@@ -17,6 +17,7 @@ from pathlib import Path
 from appliance.bootcfg.setup import INITRD, KERNEL, seed_data_dir
 from appliance.config import SiteConfig
 from appliance.keys import AuthorizedKey
+from appliance.lab.nodeos import NodeOs
 from appliance.lab.osbuild import LabOs
 from appliance.lab.osimage import KERNEL_ARGS_COMMON
 from appliance.resources import resource_dir
@@ -101,3 +102,31 @@ def prepare_data_dir(
     profile = lab_install_profile(config.bootcfg_url)
     (data_dir / INSTALL_PROFILE).write_text(json.dumps(profile, indent=2) + "\n", encoding="utf-8")
     return f"the lab OS {lab_os.version}"
+
+
+PYTHON_SYSEXT = "sysext/python.raw"  # the targetnode config's python_sysext_url, under assets/
+FLATCAR_PYTHON = "flatcar-python.raw"  # kolla/flatcar-prepare.yml's, under assets/flatcar/V/
+
+
+def prepare_node_os_data_dir(config: SiteConfig, node_os: NodeOs, keys: list[AuthorizedKey]) -> str:
+    """Seed ``config.bootcfg.data_dir`` exactly as for a real rack and put the node OS where
+    Flatcar's assets go (``assets/flatcar/VERSION/``, as 'kpc assets fetch' leaves them):
+    the install profile, the Ignition templates and the URLs are the real rack's."""
+    data_dir = config.bootcfg.data_dir
+    if config.os.version != node_os.version:
+        raise ValueError(f"the lab config's os.version is not the node OS's {node_os.version}")
+    seed_data_dir(
+        config,
+        data_dir,
+        version=node_os.version,
+        keys=keys,
+        ignition_dir=resource_dir("ignition", config.paths.source_dir),
+        force=True,
+    )
+    release = data_dir / "assets" / "flatcar" / node_os.version
+    for path in node_os.files():
+        _place(path, release / path.name)
+    if node_os.python_sysext.is_file():
+        _place(node_os.python_sysext, release / FLATCAR_PYTHON)
+        _place(node_os.python_sysext, data_dir / "assets" / PYTHON_SYSEXT)
+    return f"the node OS {node_os.version} (Flatcar-shaped, from {node_os.release})"

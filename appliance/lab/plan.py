@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Literal
 
@@ -57,6 +58,16 @@ class Server:
     @property
     def name(self) -> str:
         return f"server{self.index}"
+
+    @property
+    def uuid(self) -> str:
+        """The SMBIOS system UUID (matchbox's most used selector): unique per MAC."""
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kpc-lab-server:{self.mac}"))
+
+    @property
+    def serial(self) -> str:
+        """The SMBIOS system serial number, unique per MAC."""
+        return "KPCLAB" + self.mac.replace(":", "")[-6:].upper()
 
 
 @dataclass(frozen=True)

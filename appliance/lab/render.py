@@ -97,6 +97,7 @@ def site_config(
     bootcfg_port: int,
     registry_port: int,
     services_prefix: str,
+    os_version: str = "current",
 ) -> str:
     """The kpc site configuration for this lab (what ``kpc up`` and friends read)."""
     data = {
@@ -113,7 +114,7 @@ def site_config(
             "password": {"file": str(bmc_password_file)},
             "timeout": 5.0,
         },
-        "os": {"version": "current"},
+        "os": {"version": os_version},
         "bootcfg": {
             "listen": str(plan.deploy_address),
             "port": bootcfg_port,

@@ -57,10 +57,30 @@ def serial_tail(path: Path, lines: int = 15) -> list[str]:
     return [line for line in out if line.strip()][-lines:]
 
 
+# What the servers' consoles say that an operator must see first: a failed Ignition run (the
+# node OS's initramfs forwards errors to the console), a failed install; then kpc's own lines.
+_PROBLEMS = ("Ignition failed:", "kpc-install: FAILED", "flatcar-install: error")
+_OURS = ("kpc-labos:", "kpc-install:", "kpc-checkin:", "flatcar-install:")
+
+
+def console_summary(lines: list[str]) -> str:
+    """The one console line that says most about a server (pure)."""
+    for marks in (_PROBLEMS, _OURS):
+        found = [line for line in lines if any(mark in line for mark in marks)]
+        if found:
+            line = found[-1]
+            starts = [line.find(m) for m in marks if m in line]
+            return line[min(starts) :].strip()
+    return (lines or [""])[-1].strip()
+
+
+def is_problem(line: str) -> bool:
+    """Whether a console summary reports a failure (Ignition's or the installer's)."""
+    return line.startswith(_PROBLEMS)
+
+
 def last_serial_line(path: Path) -> str:
-    lines = serial_tail(path, 200)
-    ours = [line for line in lines if "kpc-labos:" in line]
-    return (ours or lines or [""])[-1].strip()
+    return console_summary(serial_tail(path, 200))
 
 
 def require_lab(directory: Path) -> LabState:

@@ -14,8 +14,9 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 from appliance.config import load_config
 from appliance.drivers import netns, process
@@ -23,6 +24,7 @@ from appliance.errors import KpcError, ToolMissing, UsageError
 from appliance.keys import parse_authorized_keys
 from appliance.lab import network, render
 from appliance.lab.layout import LabPaths
+from appliance.lab.nodeos import NodeOs, build_node_os
 from appliance.lab.osbuild import LabOs, build_lab_os
 from appliance.lab.osimage import KERNEL_ARGS_COMMON
 from appliance.lab.plan import BmcChoice, FirmwareChoice, LabPlan, make_plan
@@ -47,6 +49,10 @@ TOOLS = {
 BMC_READY_TIMEOUT = 60.0
 BMC_USER = "admin"
 FLATCAR_MEMORY_MIB = 2048  # Flatcar's PXE initrd unpacks its whole /usr into RAM
+NODE_OS_MEMORY_MIB = 3072  # the node OS: PXE root in RAM, then Docker and a few Kolla services
+BUSYBOX_MEMORY_MIB = 256
+NODE_OS_DISK_GIB = 40  # sparse qcow2: room for Kolla's images and volumes
+LabOsKind = Literal["node", "busybox"]
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the final NUL
 
 
@@ -61,7 +67,9 @@ class UpRequest:
     firmware: FirmwareChoice = "mixed"
     name: str = "kpcl"
     network: int = 0
-    memory_mib: int = 256
+    memory_mib: int | None = None  # default: by the OS (node 3072, busybox 256)
+    os: LabOsKind = "busybox"  # node: the Flatcar-shaped node OS; busybox: the small stand-in
+    mirror: str = "http://deb.debian.org/debian"  # where the node OS's packages come from
     cache: Path = Path("/var/cache/kpc/lab-os")
     accel: str = "tcg"  # tcg, kvm (after a boot probe), or auto (kvm if the probe boots)
     bootcfg_port: int = 8080
@@ -207,6 +215,8 @@ def _server_files(state: LabState, paths: LabPaths, accel: Accel) -> None:
             sercon=None if uefi else paths.sercon,
             accel=accel,
             bmc_address=str(server.bmc_address),
+            uuid=server.uuid,
+            serial=server.serial,
         )
         sp.spec.write_text(spec_to_json(spec), encoding="utf-8")
 
@@ -316,14 +326,18 @@ def _wait_for_bmcs(state: LabState, paths: LabPaths, progress: Progress) -> None
 
 def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], object]) -> UpResult:
     """Make the lab described by ``request``; ``tear_down`` removes a half-made one."""
+    node = request.os == "node"
+    memory = request.memory_mib or (NODE_OS_MEMORY_MIB if node else BUSYBOX_MEMORY_MIB)
     plan = make_plan(
         request.nodes,
         request.firmware,
         bmc=request.bmc,
         name=request.name,
-        memory_mib=request.memory_mib,
+        memory_mib=memory,
         network=request.network,
     )
+    if node:
+        plan = replace(plan, disk_gib=NODE_OS_DISK_GIB)
     directory = request.directory.absolute()
     existing = load_state(directory)
     if existing is not None:
@@ -345,16 +359,28 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
             f"lab {plan.name!r} cannot be made: these already exist: {', '.join(taken)}",
             hint="another lab is up (kpc lab down --dir ITS_DIR), or choose --name and --network",
         )
-    lab_os: LabOs = build_lab_os(request.cache, progress)
-    progress(f"lab OS {lab_os.version} (kernel {lab_os.kernel_release}) in {lab_os.directory}")
-    accel = _choose_accel(request.accel, lab_os, request.cache, progress)
+    node_os: NodeOs | None = None
+    if node:
+        node_os = build_node_os(request.cache, request.mirror, progress)
+        progress(
+            f"node OS {node_os.version} (kernel {node_os.kernel_release}) in {node_os.directory}"
+        )
+    if not node or request.accel != "tcg":
+        lab_os: LabOs = build_lab_os(request.cache, progress)  # also the KVM probe's OS
+        if not node:
+            progress(
+                f"lab OS {lab_os.version} (kernel {lab_os.kernel_release}) in {lab_os.directory}"
+            )
+        accel = _choose_accel(request.accel, lab_os, request.cache, progress)
+    else:
+        accel = "tcg"
 
     paths = LabPaths(directory)
     state = LabState(
         directory=directory,
         plan=plan,
         firmware=request.firmware,
-        lab_os=lab_os.directory,
+        lab_os=node_os.directory if node_os else lab_os.directory,
         config=paths.config,
     )
     save_state(state)
@@ -378,19 +404,25 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
             bootcfg_port=request.bootcfg_port,
             registry_port=request.registry_port,
             services_prefix=request.services_prefix,
+            os_version=node_os.version if node_os else "current",
         )
         paths.config.write_text(config_text, encoding="utf-8")
         config = load_config(paths.config)
         public = paths.ssh_key.with_suffix(".pub")
         keys = parse_authorized_keys(public.read_text(encoding="utf-8"), str(public)).keys
-        from appliance.lab.bootcfg_data import prepare_data_dir  # bootcfg's seeding, lazily
+        from appliance.lab import bootcfg_data  # bootcfg's seeding, lazily
 
-        boots = prepare_data_dir(config, lab_os, keys, flatcar_assets=request.flatcar_assets)
+        if node_os is not None:
+            boots = bootcfg_data.prepare_node_os_data_dir(config, node_os, keys)
+        else:
+            boots = bootcfg_data.prepare_data_dir(
+                config, lab_os, keys, flatcar_assets=request.flatcar_assets
+            )
         progress(f"bootcfg data in {config.bootcfg.data_dir}: the installer boots {boots}")
-        if boots.startswith("Flatcar") and request.memory_mib < FLATCAR_MEMORY_MIB:
+        if boots.startswith("Flatcar") and memory < FLATCAR_MEMORY_MIB:
             progress(
                 f"warning: Flatcar's PXE image needs about {FLATCAR_MEMORY_MIB} MiB of RAM; "
-                f"the servers have {request.memory_mib} (kpc lab up --memory)"
+                f"the servers have {memory} (kpc lab up --memory)"
             )
         progress("site router and simulated BMCs: starting")
         _start_supervisor(state, paths)

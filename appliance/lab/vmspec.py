@@ -42,6 +42,8 @@ class VmSpec:
     accel: Accel = "tcg"
     qemu: str = "qemu-system-x86_64"
     bmc_address: str | None = None  # told to the OS as an SMBIOS OEM string (type 11)
+    uuid: str | None = None  # SMBIOS system UUID (type 1)
+    serial: str | None = None  # SMBIOS system serial number (type 1)
 
 
 def spec_to_json(spec: VmSpec) -> str:
@@ -121,6 +123,10 @@ def qemu_argv(spec: VmSpec, *, network_first: bool) -> list[str]:
     ]
     if spec.bmc_address:
         argv += ["-smbios", f"type=11,value=kpc.bmc_address={spec.bmc_address}"]
+    if spec.uuid:
+        argv += ["-uuid", spec.uuid]
+    if spec.serial:
+        argv += ["-smbios", f"type=1,serial={spec.serial}"]
     if spec.firmware == "uefi":
         assert spec.ovmf_code is not None and spec.ovmf_vars is not None
         argv += [

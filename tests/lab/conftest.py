@@ -49,10 +49,13 @@ def kpc(
     return Result(result.exit_code, output)
 
 
-def up_args(directory: Path, nodes: int, firmware: str, bmc: str = "ipmi") -> list[str]:
+def up_args(
+    directory: Path, nodes: int, firmware: str, bmc: str = "ipmi", os_kind: str = "busybox"
+) -> list[str]:
+    """``kpc lab up`` for a test lab; the busybox OS unless the test proves the node OS."""
     return [
         *("lab", "up", "--nodes", str(nodes), "--firmware", firmware, "--dir", str(directory)),
-        *("--bmc", bmc),
+        *("--bmc", bmc, "--os", os_kind),
         *("--name", NAME, "--network", str(NETWORK), "--services-prefix", PREFIX),
         *("--bootcfg-port", str(BOOTCFG_PORT), "--registry-port", str(REGISTRY_PORT)),
     ]

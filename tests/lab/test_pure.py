@@ -187,3 +187,20 @@ def test_mbr_partition_table_as_sfdisk_reads_it(tmp_path: Path) -> None:
     ]
     assert parts[0].get("bootable") is True
     assert image.read_bytes()[:2] == b"\xeb\x63"
+
+
+def test_console_summary_puts_failures_first() -> None:
+    from appliance.lab.status import console_summary, is_problem
+
+    lines = [
+        "[  1.0] kpc-labos: booting",
+        "[ 168.1] ignition[359]: CRITICAL : Ignition failed: failed to fetch config: 404",
+        "[ 170.0] Reached target emergency.target - Emergency Mode.",
+    ]
+    summary = console_summary(lines)
+    assert summary == "Ignition failed: failed to fetch config: 404" and is_problem(summary)
+    installing = ["kpc-install: fetching the installed system's config", "random noise"]
+    assert console_summary(installing) == "kpc-install: fetching the installed system's config"
+    assert not is_problem(console_summary(installing))
+    assert console_summary(["just a line"]) == "just a line"
+    assert console_summary([]) == ""
