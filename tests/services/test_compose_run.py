@@ -28,7 +28,7 @@ from tests.services.conftest import IMAGE_PREFIX, free_port, kpc, write_config
 
 COMPOSE = REPO / "compose" / "docker-compose.yml"
 COMPOSE_BIN = REPO / ".venv" / "bin" / "docker-compose"
-PREFIX = "kpch-compose"  # container names, the compose project, the pushed repository
+PREFIX = "kpcq-compose"  # container names, the compose project, the pushed repository
 VETH, NETNS = "kpcHc0", "kpcH-compose"
 ADDRESS, NETWORK, NETMASK = "198.19.203.2", "198.19.203.0", "255.255.255.0"
 SERVICES = ("registry", "bootcfg", "dnsmasq")

@@ -29,7 +29,7 @@ from appliance.state.sqlite import SqliteStore
 from tests.conftest import GaveUp, wait_for
 from tests.services.conftest import IMAGE_PREFIX, free_port, kpc, write_config
 
-NAME = "kpch-crash-bootcfg"
+NAME = "kpcq-crash-bootcfg"
 SERVED = [f"52:54:00:c4:a5:{n:02x}" for n in range(1, 7)]  # asked for /ipxe, in turn
 OPERATED = [f"52:54:00:c4:a6:{n:02x}" for n in range(1, 4)]  # set-boot local/rescue, in turn
 MODES = ("local", "rescue")
@@ -51,7 +51,7 @@ def site(built_images: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, Any
             "bootcfg": {"listen": "127.0.0.1", "port": port, "data_dir": str(data_dir)},
             "os": {"version": "3815.2.5"},
             "images": {"prefix": IMAGE_PREFIX},
-            "services": {"prefix": "kpch-crash"},
+            "services": {"prefix": "kpcq-crash"},
         },
     )
     key = tmp_path / "op.pub"
