@@ -355,6 +355,20 @@ def authorized_keys_path(environ: Mapping[str, str], uid: int) -> Path:
     return Path(home) / ".ssh" / "authorized_keys"
 
 
+def authorized_keys_fragments(authorized_keys: Path) -> list[Path]:
+    """The files in ``authorized_keys.d/`` beside ``authorized_keys``, sorted.
+
+    Flatcar's (and Fedora CoreOS's) Ignition writes the keys of its config to
+    ``~/.ssh/authorized_keys.d/ignition``, and sshd there reads that directory too; on a live
+    system booted with an Ignition config they may be the operator's only keys.
+    """
+    folder = authorized_keys.parent / "authorized_keys.d"
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_file())
+    except OSError:
+        return []
+
+
 def _read(path: Path) -> str:
     try:  # a comment in another encoding does not spoil the keys
         return read_text(path, what="SSH key file", limit=MAX_KEYS_BYTES, lenient=True)

@@ -21,7 +21,7 @@ from appliance.install.address import HostAddress
 from appliance.install.disks import BlockDevice, human_size
 from appliance.install.installer import parse_installer
 from appliance.install.safety import Verdict
-from appliance.keys import KeyCollection, authorized_keys_path
+from appliance.keys import KeyCollection, authorized_keys_fragments, authorized_keys_path
 
 HELP = """Install this live-booted Flatcar (or legacy CoreOS) host to disk as kpc's deploy host.
 
@@ -29,7 +29,7 @@ Run it as 'sudo -E kpc install-host' on the live system, from an SSH session.
 
  1. detect the OS channel and version (used here and on every node)
  2. pick the management address (your SSH session's, or ask)
- 3. collect and show the SSH keys (authorized_keys, --ssh-key)
+ 3. collect and show the SSH keys (authorized_keys, authorized_keys.d/, --ssh-key)
  4. write the site config if absent; render the deploy host Ignition
  5. list the disks; refuse partitions, read-only, mounted, in-use,
     boot-media and (without --allow-removable) removable disks
@@ -190,11 +190,12 @@ def install_host(
             "kpc install-host must run as root (it partitions a disk and mounts it)",
             hint="run it as 'sudo -E kpc install-host' (-E keeps SSH_CONNECTION)",
         )
+    authorized = authorized_keys_path(c.environ, os.geteuid())
     request = flow.Request(
         config_path=c.config_path.absolute(),
         installer=parse_installer(installer),
-        authorized_keys=authorized_keys_path(c.environ, os.geteuid()),
-        ssh_keys=tuple(ssh_key),
+        authorized_keys=authorized,
+        ssh_keys=(*authorized_keys_fragments(authorized), *ssh_key),
         device=device,
         yes=yes,
         dry_run=dry_run,

@@ -534,3 +534,16 @@ def test_kpcs_own_executable_is_installed_to_opt_bin(
         assert installed.stat().st_mode & 0o777 == 0o755
     finally:
         sh("umount", str(check))
+
+
+def test_keys_ignition_wrote_to_authorized_keys_d_are_collected(site: dict[str, Path]) -> None:
+    # A live Flatcar booted with an Ignition config: its Ignition wrote the operator's key to
+    # ~/.ssh/authorized_keys.d/ignition, and there may be no authorized_keys at all.
+    ssh = site["home"] / ".ssh"
+    (ssh / "authorized_keys").unlink()
+    (ssh / "authorized_keys.d").mkdir()
+    shutil.copy(site["pub"], ssh / "authorized_keys.d" / "ignition")
+    code, out = _invoke(site, *_args(site, "ok", "--dry-run", "--device", "/dev/null"))
+    assert f"{ssh / 'authorized_keys.d' / 'ignition'}: 1 key" in out, out
+    assert "operator@kpcE" in out
+    assert "no SSH public keys found" not in out
