@@ -72,6 +72,7 @@ def plain_build(
     text = re.sub(r"^cache = .*\n", "", text, flags=re.MULTILINE)
     text = re.sub(r"^logs_dir = .*$", "logs_dir = /kpc-build/bench-logs", text, flags=re.M)
     bench.write_text(text, encoding="utf-8")
+    (Path(workdir) / "bench-logs").mkdir(exist_ok=True)
     argv = [
         "docker", "run", "--rm", "--network", "host",
         "-v", f"{workdir}:{recipe.MOUNT}", "-v", "/var/run/docker.sock:/var/run/docker.sock",
@@ -99,6 +100,7 @@ def main() -> int:
     # make sure the build directory exists (inputs hashed, sources and constraints ready)
     kpc_build(args.config, names)
     kpc_cold, kpc_cold_each, workdir = kpc_build(args.config, names, "--no-cache")
+    print(json.dumps({"kpc_cold": kpc_cold, "kpc_cold_each": kpc_cold_each}), flush=True)
     plain_cold, plain_cold_each = plain_build(builder, workdir, names, "--nocache")
     kpc_warm, _, _ = kpc_build(args.config, names)
     plain_warm, plain_warm_each = plain_build(builder, workdir, names)
