@@ -63,3 +63,23 @@ def test_json_carries_every_field(tmp_path: Path) -> None:
     (first, *_rest) = json.loads(out)
     assert first["last_endpoint"] == "checkin" and first["facts"]["hostname"].startswith("server1")
     assert {"mac", "state", "boot", "hostname", "address", "last_seen"} <= set(first)
+
+
+def test_a_rich_table_wraps_long_cells_at_80_columns_and_never_cuts_them() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from appliance.cli.common import new_table
+
+    long = "registry.example:5000/openstack.kolla/keystone-fernet:2026.2-debian-trixie"
+    table = new_table("IMAGE", "STATUS", "SECONDS", "PUSHED AS")
+    table.add_row("keystone-fernet", "built", "12", long)
+    out = StringIO()
+    Console(file=out, width=80, highlight=False).print(table)
+    text = out.getvalue()
+    assert "…" not in text, text
+    assert max(map(len, text.splitlines())) <= 80, text
+    header, *rows = text.splitlines()
+    start = header.index("PUSHED AS")
+    assert "".join(row[start:].strip() for row in rows) == long  # all of it, wrapped

@@ -21,14 +21,13 @@ from typing import Any
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from appliance.bmc import actions, arp, control, discovery
 from appliance.bmc import protocol as p
 from appliance.bmc.actions import Action, BootDevice, BootMode, Kind, PowerAction
 from appliance.bmc.jobs import HINTS, Failure, HostOutcome, Protocol, RunOptions, Target
 from appliance.bmc.targets import Candidate
-from appliance.cli.common import Cli, cli, confirm, emit_json, print_table, when
+from appliance.cli.common import Cli, cli, confirm, emit_json, new_table, print_table, when
 from appliance.config import Bmc as BmcConfig
 from appliance.config import SecretRef
 from appliance.errors import Aborted, BmcError, SecretError, UsageError
@@ -169,9 +168,7 @@ def _report(c: Cli, outcomes: list[HostOutcome], *, as_json: bool, elapsed: floa
     if as_json:
         emit_json([_outcome_dict(o) for o in outcomes])
     else:
-        table = Table(box=None, pad_edge=False)
-        for column in ("HOST", "VIA", "RESULT", "ERROR"):
-            table.add_column(column)
+        table = new_table("HOST", "VIA", "RESULT", "ERROR")
         for o in outcomes:
             error = f"{o.failure.value}: {o.error}" if o.failure and o.error else o.error
             result = o.result if o.ok else ("partly: " + ", ".join(o.done) if o.done else "failed")
@@ -214,9 +211,7 @@ def _plan(
     if as_json:
         emit_json(rows)
         return
-    table = Table(box=None, pad_edge=False, title="dry run: nothing is sent", title_justify="left")
-    for column in ("HOST", "VIA", "USER", "WOULD"):
-        table.add_column(column)
+    table = new_table("HOST", "VIA", "USER", "WOULD", title="dry run: nothing is sent")
     for row in rows:
         table.add_row(
             escape(row["host"]), row["protocol"], escape(row["user"]), escape(row["action"])
@@ -636,9 +631,7 @@ def discover(
     if as_json:
         emit_json([_found_dict(f, notes.get(f.address)) for f in result.found])
     else:
-        table = Table(box=None, pad_edge=False)
-        for column in ("ADDRESS", "PROTOCOLS", "IPMI", "VENDOR", "MAC", "RTT"):
-            table.add_column(column)
+        table = new_table("ADDRESS", "PROTOCOLS", "IPMI", "VENDOR", "MAC", "RTT")
         for f in result.found:
             info = _found_dict(f)
             table.add_row(

@@ -14,6 +14,7 @@ import typer
 from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from appliance.config import SiteConfig, config_path, load_config
 from appliance.errors import KpcError, UsageError
@@ -115,6 +116,21 @@ def when(stamp: float | None) -> str:
     if stamp is None:
         return "-"
     return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def new_table(*columns: str, title: str | None = None) -> Table:
+    """kpc's table: no box, bold headers, and cells that wrap inside their column on a narrow
+    terminal instead of being cut to '…' (every command with a table also has --json)."""
+    table = Table(
+        box=None,
+        pad_edge=False,
+        header_style="bold",
+        title=title,
+        title_justify="left",
+    )
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
 
 
 def print_table(

@@ -14,9 +14,8 @@ from datetime import datetime
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from appliance.cli.common import Cli, cli, confirm
+from appliance.cli.common import Cli, cli, confirm, new_table
 from appliance.cli.node_access import print_report
 from appliance.config import SiteConfig
 from appliance.drivers.docker import Docker
@@ -69,9 +68,7 @@ def genconfig(
     )
     for warning in result.warnings:
         c.err.print(f"[bold yellow]warning:[/] {escape(warning)}")
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for title in ("HOST", "ADDRESS", "MAC", "GROUPS", "OS"):
-        table.add_column(title)
+    table = new_table("HOST", "ADDRESS", "MAC", "GROUPS", "OS")
     for host in result.hosts:
         table.add_row(
             escape(host.name),
@@ -281,9 +278,7 @@ def images_build(
         no_cache=no_cache,
         threads=threads,
     )
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for title in ("IMAGE", "STATUS", "SECONDS", "PUSHED AS"):
-        table.add_column(title)
+    table = new_table("IMAGE", "STATUS", "SECONDS", "PUSHED AS")
     for image in report.images:
         took = f"{image.seconds:.0f}" if image.seconds is not None else "-"
         table.add_row(image.name, image.status, took, escape(image.pushed or "-"))

@@ -16,9 +16,8 @@ from rich.progress import (
     TextColumn,
     TransferSpeedColumn,
 )
-from rich.table import Table
 
-from appliance.cli.common import cli
+from appliance.cli.common import cli, new_table
 from appliance.kolla.mirror import (
     ImagePlan,
     default_images,
@@ -109,9 +108,7 @@ def mirror_command(
             progress=_Bars(progress),
             dry_run=dry_run,
         )
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for title in ("IMAGE", "LAYERS", "TO COPY", "STATE"):
-        table.add_column(title)
+    table = new_table("IMAGE", "LAYERS", "TO COPY", "STATE")
     for plan in plans:
         if plan.present:
             state = "already there"
@@ -142,9 +139,7 @@ def list_command(ctx: typer.Context) -> None:
     if not repos:
         c.out.print(f"{target.name} holds no images (fill it with 'kpc registry mirror')")
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("REPOSITORY")
-    table.add_column("TAGS")
+    table = new_table("REPOSITORY", "TAGS")
     for repo in repos:
         table.add_row(escape(repo), escape(", ".join(target.tags(repo)) or "-"))
     c.out.print(table)
