@@ -194,3 +194,20 @@ def test_a_bootcfg_template_that_is_a_fifo_is_refused_unread(tmp_path: Path) -> 
     assert template.problem == (
         f"{fifo}: is a named pipe (FIFO), not a file; the bootcfg data file must be a regular file"
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"), [("/dev/zero", "a character device"), ("FIFO", "a named pipe (FIFO)")]
+)
+def test_a_registry_import_that_is_not_a_file_is_refused_unread(
+    site: Path, tmp_path: Path, path: str, kind: str
+) -> None:
+    if path == "FIFO":
+        os.mkfifo(tmp_path / "export.json")  # nobody writes: reading it would block forever
+        path = str(tmp_path / "export.json")
+    refused(kpc("--config", str(site), "state", "import", path), f"{path}: is {kind}, not a file")
+
+
+def test_a_registry_import_that_is_missing_says_how_to_make_one(site: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nothing.json"
+    refused(kpc("--config", str(site), "state", "import", str(missing)), "kpc state export")

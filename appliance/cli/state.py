@@ -10,12 +10,16 @@ import typer
 
 from appliance.cli.common import cli
 from appliance.errors import StateError, UsageError
+from appliance.inputfile import MIB, read_text
 from appliance.state.backend import open_store
 from appliance.state.portable import export_document, import_document
 
 group = typer.Typer(
     help="The machine registry as a whole: export, import, check.", no_args_is_help=True
 )
+
+
+MAX_EXPORT_BYTES = 256 * MIB  # tens of thousands of machines; never /dev/zero
 
 
 @group.command("export")
@@ -59,10 +63,10 @@ def import_(
     before anything is written."""
     c = cli(ctx)
     try:
-        doc = json.loads(source.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read {source}: {exc.strerror}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        doc = json.loads(read_text(source, what="registry export", limit=MAX_EXPORT_BYTES))
+    except FileNotFoundError:
+        raise UsageError(f"{source} does not exist (make one with 'kpc state export')") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise UsageError(f"{source} is not JSON: {exc}") from None
     store = open_store(c.config(), c.environ)
     try:
