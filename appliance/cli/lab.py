@@ -18,9 +18,8 @@ from types import FrameType
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from appliance.cli.common import Cli, cli
+from appliance.cli.common import Cli, cli, emit_json, new_table, print_table
 from appliance.config import Images, load_config
 from appliance.errors import KpcError
 from appliance.lab.down import lab_down
@@ -29,6 +28,7 @@ from appliance.lab.osbuild import build_lab_os
 from appliance.lab.plan import DEFAULT_NAME, FirmwareChoice
 from appliance.lab.state import LabState
 from appliance.lab.status import (
+    LabStatus,
     WaitProgress,
     is_problem,
     lab_status,
@@ -190,7 +190,7 @@ def up(
     state = result.state
     if result.already_up:
         c.err.print(f"the lab in {state.directory} is already up (nothing changed)")
-    table = Table("server", "firmware", "MAC", "BMC", box=None, pad_edge=False)
+    table = new_table("SERVER", "FIRMWARE", "MAC", "BMC")
     for server in state.plan.servers:
         table.add_row(server.name, server.firmware, server.mac, str(server.bmc_address))
     c.err.print(table)
@@ -207,6 +207,7 @@ def up(
 def status(
     ctx: typer.Context,
     directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP, show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Everything, as JSON."),
 ) -> None:
     """Show the lab: its processes, network, and each server's power, registry state and
     last console line."""
@@ -214,6 +215,12 @@ def status(
     state = require_lab(_dir(c, directory))
     st = lab_status(state, _machines(state))
     plan = state.plan
+    healthy = state.phase == "up" and bool(st.supervisor) and not st.missing
+    if as_json:
+        emit_json(_status_dict(st))
+        if not healthy:
+            raise typer.Exit(1)
+        return
     c.out.print(
         f"lab {plan.name!r} in {state.directory}: {state.phase}, {len(plan.servers)} servers "
         f"({state.firmware}); config {state.config}"
@@ -229,27 +236,56 @@ def status(
         c.out.print(f"[bold red]missing:[/] {what}")
     for role in st.gave_up:
         c.out.print(f"[bold red]gave up restarting[/] {role}")
-    table = Table(
-        "server", "firmware", "MAC", "BMC", "power", "state", "address", "console", box=None
-    )
-    for s in st.servers:
-        address = s.machine.management_address if s.machine else None
-        table.add_row(
+    rows = [
+        (
             s.server.name,
-            s.server.firmware,
-            s.server.mac,
-            str(s.server.bmc_address),
             s.power,
             s.state,
-            address or "-",
-            s.serial.removeprefix("kpc-labos: ")[:60],
+            s.server.mac,
+            (s.machine.management_address if s.machine else None) or "-",
+            str(s.server.bmc_address),
+            s.server.firmware,
         )
-    c.out.print(table)
+        for s in st.servers
+    ]
+    header = ("SERVER", "POWER", "STATE", "MAC", "ADDRESS", "BMC", "FIRMWARE")
+    print_table(c, header, rows, drop=("FIRMWARE", "BMC", "ADDRESS"))
+    # the console lines under the table, one per server, wrapped rather than cut
     for s in st.servers:
-        if is_problem(s.serial):
-            c.out.print(f"[bold red]{s.server.name}:[/] {escape(s.serial)}")
-    if state.phase != "up" or not st.supervisor or st.missing:
+        line = escape(s.serial.removeprefix("kpc-labos: ")) or "-"
+        colour = "bold red" if is_problem(s.serial) else "dim"
+        c.out.print(f"[{colour}]{s.server.name} console:[/] {line}")
+    if not healthy:
         raise typer.Exit(1)
+
+
+def _status_dict(st: LabStatus) -> dict[str, object]:
+    plan = st.state.plan
+    return {
+        "name": plan.name,
+        "directory": str(st.state.directory),
+        "phase": st.state.phase,
+        "firmware": st.state.firmware,
+        "config": str(st.state.config),
+        "supervisor": st.supervisor,
+        "children": dict(st.children),
+        "gave_up": list(st.gave_up),
+        "missing": list(st.missing),
+        "servers": [
+            {
+                "name": s.server.name,
+                "firmware": s.server.firmware,
+                "mac": s.server.mac,
+                "bmc": str(s.server.bmc_address),
+                "power": s.power,
+                "state": s.state,
+                "address": s.machine.management_address if s.machine else None,
+                "console": s.serial,
+                "problem": is_problem(s.serial),
+            }
+            for s in st.servers
+        ],
+    }
 
 
 @group.command("wait")

@@ -40,6 +40,19 @@ def test_lab_up_is_idempotent_refuses_clashes_and_names_a_silent_server(
     status = kpc(["lab", "status", "--dir", str(lab_dir)])
     assert status.code == 0, status.output
     assert "server1" in status.output and " off " in status.output
+    narrow = kpc(["lab", "status", "--dir", str(lab_dir)], env={"COLUMNS": "80"})
+    table = [line for line in narrow.output.splitlines() if line.startswith(("SERVER ", "server"))]
+    table = [line for line in table if " console: " not in line]
+    assert len(table) == 2, narrow.output  # the header and server1, one line each
+    assert "…" not in narrow.output and max(map(len, table)) <= 80, narrow.output
+    assert "server1 console: " in narrow.output  # the console line is never cut
+    whole = kpc(["lab", "status", "--dir", str(lab_dir), "--json"])
+    server = json.loads(whole.output[whole.output.index("{") :])["servers"][0]
+    assert (server["name"], server["power"], server["mac"]) == (
+        "server1",
+        "off",
+        "52:54:00:c6:12:01",
+    )
 
     # kpc's services are not running: the server PXE boots into nothing and never checks in
     assert "Up/On" in ipmi(lab_dir, "198.18.21.11", "power", "on")
