@@ -27,20 +27,36 @@ class HostNetwork:
     reason: str
 
 
-def parse_addresses(ip_addr_json: str) -> list[tuple[str, ipaddress.IPv4Interface]]:
-    """(interface, address/prefix) for every IPv4 address in ``ip -j addr`` output."""
-    found: list[tuple[str, ipaddress.IPv4Interface]] = []
+@dataclass(frozen=True)
+class LinkAddress:
+    """One IPv4 address of a link, as ``ip -j addr`` shows it."""
+
+    link: str
+    interface: ipaddress.IPv4Interface
+    scope: str  # global, link, host
+    up: bool  # the link is administratively and operationally up
+
+
+def parse_ipv4_addresses(ip_addr_json: str) -> list[LinkAddress]:
+    """Every IPv4 address in ``ip -j addr`` output (the one parser of it in kpc)."""
+    found: list[LinkAddress] = []
     for link in _json_list(ip_addr_json, "ip -j addr"):
         name = str(link.get("ifname", ""))
+        up = link.get("operstate") in {"UP", "UNKNOWN"} and "UP" in (link.get("flags") or [])
         for info in link.get("addr_info", []) or []:
-            if info.get("family") != "inet" or "local" not in info:
+            if not isinstance(info, dict) or info.get("family") != "inet" or "local" not in info:
                 continue
             try:
                 iface = ipaddress.IPv4Interface(f"{info['local']}/{info.get('prefixlen', 32)}")
             except ValueError:
                 continue
-            found.append((name, iface))
+            found.append(LinkAddress(name, iface, str(info.get("scope", "")), up))
     return found
+
+
+def parse_addresses(ip_addr_json: str) -> list[tuple[str, ipaddress.IPv4Interface]]:
+    """(interface, address/prefix) for every IPv4 address in ``ip -j addr`` output."""
+    return [(a.link, a.interface) for a in parse_ipv4_addresses(ip_addr_json)]
 
 
 def default_route_interface(ip_route_json: str) -> str | None:

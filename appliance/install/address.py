@@ -8,13 +8,10 @@ it), the operator picks one of the host's global IPv4 addresses.
 from __future__ import annotations
 
 import ipaddress
-import json
 from dataclasses import dataclass
-from typing import Any
 
 from appliance.drivers import process
-from appliance.errors import KpcError
-from appliance.hostinfo import ssh_server_address
+from appliance.hostinfo import parse_ipv4_addresses, ssh_server_address
 
 
 @dataclass(frozen=True)
@@ -40,23 +37,11 @@ class AddressChoice:
 
 def parse_ip_addresses(text: str) -> list[HostAddress]:
     """Global IPv4 addresses from ``ip -j address show`` output."""
-    try:
-        links: Any = json.loads(text or "[]")
-    except json.JSONDecodeError as exc:
-        raise KpcError(f"cannot read the output of 'ip -j address': {exc}") from None
-    found: list[HostAddress] = []
-    for link in links if isinstance(links, list) else []:
-        name = str(link.get("ifname", ""))
-        up = link.get("operstate") in {"UP", "UNKNOWN"} and "UP" in link.get("flags", [])
-        for info in link.get("addr_info", []):
-            if info.get("family") != "inet" or info.get("scope") != "global":
-                continue
-            try:
-                iface = ipaddress.IPv4Interface(f"{info['local']}/{info.get('prefixlen', 32)}")
-            except (KeyError, ValueError):
-                continue
-            found.append(HostAddress(name, iface.ip, iface.network, up))
-    return found
+    return [
+        HostAddress(a.link, a.interface.ip, a.interface.network, a.up)
+        for a in parse_ipv4_addresses(text)
+        if a.scope == "global"
+    ]
 
 
 def choose_address(addresses: list[HostAddress], ssh_connection: str | None) -> AddressChoice:

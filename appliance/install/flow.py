@@ -32,6 +32,7 @@ from appliance.errors import (
     ToolMissing,
     UsageError,
 )
+from appliance.inputfile import MAX_TEMPLATE_BYTES, read_text
 from appliance.install.address import HostAddress, choose_address, host_addresses
 from appliance.install.disks import BlockDevice
 from appliance.install.installer import installer_argv
@@ -240,9 +241,11 @@ def prepare(req: Request, ui: Ui) -> Prepared:
     copy_items = _copy_items(config, req.config_path)
     template = resource_dir("ignition", config.paths.source_dir) / IGNITION_TEMPLATE
     try:
-        template_text = template.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise KpcError(f"cannot read {template}: {exc.strerror}") from None
+        template_text = read_text(template, what="Ignition template", limit=MAX_TEMPLATE_BYTES)
+    except FileNotFoundError:
+        raise KpcError(
+            f"{template} is missing", hint="kpc's files are incomplete: bring kpc again"
+        ) from None
     context = site_context(effective, keys.keys, services=systemd_services(effective))
     ignition = json.dumps(render_ignition(template_text, context, source=str(template)), indent=2)
     ui.detail(f"from {template}: {len(ignition)} bytes")
