@@ -19,6 +19,7 @@ KIB = 1024
 MIB = 1024 * KIB
 MAX_KEYS_BYTES = 1 * MIB  # an authorized_keys file of thousands of keys
 MAX_TEMPLATE_BYTES = 1 * MIB
+MAX_STATE_BYTES = 16 * MIB  # kpc's own JSON records (lab state, VM specs, manifests)
 MAX_YAML_DEPTH = 64  # nesting levels; a site config uses 4
 MAX_YAML_NODES = 200_000  # values after aliases are expanded (an alias bomb has billions)
 

@@ -211,3 +211,11 @@ def test_a_registry_import_that_is_not_a_file_is_refused_unread(
 def test_a_registry_import_that_is_missing_says_how_to_make_one(site: Path, tmp_path: Path) -> None:
     missing = tmp_path / "nothing.json"
     refused(kpc("--config", str(site), "state", "import", str(missing)), "kpc state export")
+
+
+def test_kpcs_own_state_files_are_read_as_bounded_regular_files(tmp_path: Path) -> None:
+    from appliance.lab.state import load_state, state_path
+
+    os.mkfifo(state_path(tmp_path))  # a FIFO where lab.json should be: refused, never read
+    with pytest.raises(ConfigError, match="is a named pipe"):
+        load_state(tmp_path)

@@ -29,7 +29,8 @@ from importlib import resources
 from pathlib import Path
 
 from appliance.drivers import process
-from appliance.errors import KpcError
+from appliance.errors import ConfigError, KpcError
+from appliance.inputfile import MAX_STATE_BYTES, read_text
 from appliance.lab import nodeimage
 from appliance.lab.osbuild import ProgressFn
 
@@ -181,8 +182,8 @@ def flatcar_install_script(template: str, public_key: str) -> str:
 def _load(directory: Path) -> NodeOs | None:
     manifest = directory / "manifest.json"
     try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_text(manifest, what="node OS manifest", limit=MAX_STATE_BYTES))
+    except (OSError, ValueError, ConfigError):
         return None
     built = NodeOs(directory, str(data["version"]), str(data["kernel_release"]))
     return built if all(f.is_file() for f in built.files()) else None

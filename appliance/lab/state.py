@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from appliance.errors import ConfigError
+from appliance.inputfile import MAX_STATE_BYTES, read_text
 from appliance.lab.plan import LabPlan, plan_from_dict, plan_to_dict
 
 STATE_FILE = "lab.json"
@@ -89,7 +90,7 @@ def load_state(directory: Path) -> LabState | None:
     """The lab recorded in ``directory``, None if there is none; ConfigError if damaged."""
     path = state_path(directory)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, what="lab state file", limit=MAX_STATE_BYTES))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:

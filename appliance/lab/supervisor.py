@@ -22,6 +22,7 @@ from pathlib import Path
 from appliance.drivers import netns
 from appliance.drivers.netns import Child
 from appliance.errors import ConfigError
+from appliance.inputfile import MAX_STATE_BYTES, read_text
 from appliance.lab import render
 from appliance.lab.layout import LabPaths
 from appliance.lab.state import load_state
@@ -82,8 +83,10 @@ def _write_record(paths: LabPaths, managed: list[Managed]) -> None:
 
 def read_record(paths: LabPaths) -> dict[str, object] | None:
     try:
-        data = json.loads(paths.supervisor.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(
+            read_text(paths.supervisor, what="supervisor record", limit=MAX_STATE_BYTES)
+        )
+    except (OSError, ValueError, ConfigError):
         return None
     return data if isinstance(data, dict) else None
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from appliance.errors import ConfigError
+from appliance.inputfile import MAX_STATE_BYTES, read_text
 
 DISK_BOOTINDEX = 1
 NIC_BOOTINDEX = 2
@@ -54,7 +55,7 @@ def spec_to_json(spec: VmSpec) -> str:
 def load_spec(path: Path) -> VmSpec:
     """Read a vm.json; ConfigError naming the file and the field on any problem."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, what="VM spec", limit=MAX_STATE_BYTES))
     except FileNotFoundError:
         raise ConfigError(f"no VM spec at {path}") from None
     except (OSError, ValueError) as exc:
