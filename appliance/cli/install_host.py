@@ -93,7 +93,7 @@ class CliUi:
     def show_disks(self, verdicts: Sequence[Verdict]) -> None:
         table = Table(box=None, pad_edge=False, padding=(0, 2, 0, 4))
         for column in ("DEVICE", "SIZE", "MODEL", "SERIAL", "TRAN", "MOUNTS", "STATUS"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")  # wrapped on a narrow terminal, never cut
         for verdict in verdicts:
             device = verdict.device
             if device is None:
