@@ -29,11 +29,17 @@ def start(sims: Sims, address: str, *extra: str, count: int = 1, **flags: object
 
 def test_sushy_drives_the_simulator(sims: Sims) -> None:
     sim = start(sims, "127.44.31.1", power="off")
-    root = sushy.Sushy(
-        f"https://127.44.31.1:{PORT}/redfish/v1/",
-        verify=False,
-        auth=sushy_auth.SessionAuth(username=USER, password=PASSWORD),
-    )
+    # sushy's client and its session auth refer to each other, so only the cyclic garbage
+    # collector would end the session, at some later moment, in whatever code runs then, with
+    # 10 retries against a simulator long gone: that stalled a later test's event loop for 17 s.
+    # The session is closed here, while the simulator still answers.
+    auth = sushy_auth.SessionAuth(username=USER, password=PASSWORD)
+    with auth:
+        _drive_with_sushy(sim, auth)
+
+
+def _drive_with_sushy(sim: Sim, auth: sushy_auth.SessionAuth) -> None:
+    root = sushy.Sushy(f"https://127.44.31.1:{PORT}/redfish/v1/", verify=False, auth=auth)
     system = root.get_system("/redfish/v1/Systems/1")
     assert system.power_state == sushy.POWER_STATE_OFF
     assert sushy.RESET_FORCE_RESTART in system.get_allowed_reset_system_values()
