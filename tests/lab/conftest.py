@@ -2,7 +2,9 @@
 the servers' serial logs and the services' logs when a test fails.
 
 The test labs use the name ``kpcg``, lab network 10 (198.18.20.0/23) and the container
-prefix ``kpcg``, so they never collide with a lab someone made with the defaults.
+prefix ``kpcg``, so they never collide with a lab someone made with the defaults. Set
+``KPC_TEST_LAB_SLOT`` (1-9) to run a second test session beside the first on one machine: its
+labs take the name ``kpcg<slot>``, network ``10 + slot`` and ports ``8088/5088 + slot``.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from typer.testing import CliRunner
 from appliance.cli.main import app
 from tests.conftest import REPO, require_root, require_tool
 
-NAME = "kpcg"
-NETWORK = 10
-PREFIX = "kpcg"
-BOOTCFG_PORT = 8088
-REGISTRY_PORT = 5088
+SLOT = int(os.environ.get("KPC_TEST_LAB_SLOT", "0") or "0")
+NAME = f"kpcg{SLOT}" if SLOT else "kpcg"
+NETWORK = 10 + SLOT
+PREFIX = NAME
+SITE_NET = f"198.18.{2 * NETWORK}."
+BMC_NET = f"198.18.{2 * NETWORK + 1}."
+BOOTCFG_PORT = 8088 + SLOT
+REGISTRY_PORT = 5088 + SLOT
 ARTIFACTS = REPO / "lab-run" / "artifacts"
 PR_SET_CHILD_SUBREAPER = 36
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_docker, wait_for
-from tests.lab.conftest import kpc, leftovers, up_args
+from tests.lab.conftest import SITE_NET, kpc, leftovers, up_args
 
 pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.docker, pytest.mark.slow]
 
@@ -79,7 +79,7 @@ def test_kpc_provisions_the_lab_end_to_end(lab_dir: Path) -> None:
         assert node["state"] == "ready" and node["boot"] == "local", node
         facts = node["facts"]
         assert isinstance(facts, dict)
-        assert str(facts["address"]).startswith("198.18.20."), facts
+        assert str(facts["address"]).startswith(SITE_NET), facts
         assert facts["os"] == {"name": "kpc-lab", "version": facts["os"]["version"]}
         assert facts["disks"][0]["name"] == "vda" and facts["disks"][0]["size"] == 2 * 1024**3
         assert facts["bmc_address"] == server["bmc_address"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_root, wait_for
-from tests.lab.conftest import NAME, ipmi, kpc, leftovers, reap_children, up_args
+from tests.lab.conftest import BMC_NET, NAME, ipmi, kpc, leftovers, reap_children, up_args
 
 pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.slow]
 
@@ -55,7 +55,7 @@ def test_lab_up_is_idempotent_refuses_clashes_and_names_a_silent_server(
     )
 
     # kpc's services are not running: the server PXE boots into nothing and never checks in
-    assert "Up/On" in ipmi(lab_dir, "198.18.21.11", "power", "on")
+    assert "Up/On" in ipmi(lab_dir, BMC_NET + "11", "power", "on")
     serial = lab_dir / "servers" / "server1" / "serial.log"
     wait_for(lambda: "iPXE" in serial.read_text(errors="replace"), 60, "iPXE on server1")
     late = kpc(["lab", "wait", "--dir", str(lab_dir), "--timeout", "5"])

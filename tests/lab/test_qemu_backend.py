@@ -16,9 +16,10 @@ from appliance.drivers.qmp import Qmp
 from appliance.errors import BmcError
 from appliance.lab.vmspec import NIC_BOOTINDEX, NIC_QOM_PATH, VmSpec, spec_to_json
 from tests.conftest import require_root, require_tool, wait_for
+from tests.lab.conftest import NAME
 
 pytestmark = [pytest.mark.root, pytest.mark.qemu]
-TAP = "kpcgt0"
+TAP = f"{NAME}t0"
 BOOTING = re.compile(r"Booting from (ROM|Hard Disk)")
 
 
@@ -34,7 +35,7 @@ def backend(tmp_path: Path) -> Iterator[QemuBackend]:
     )
     (tmp_path / "sercon.bin").write_bytes(b"\xf8\x03")
     spec = VmSpec(
-        name="kpcg-vm",
+        name=f"{NAME}-vm",
         firmware="bios",
         memory_mib=128,
         mac="52:54:00:c6:12:f1",
