@@ -8,8 +8,6 @@ edits and extra groups are never overwritten silently.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from appliance.errors import ConfigError
 from appliance.inputfile import MAX_KEYS_BYTES, read_text
 from appliance.install.osrelease import detect_os
 from appliance.keys import AuthorizedKey, parse_authorized_keys
+from appliance.outputfile import write_atomic
 from appliance.render.ignition import IGNITION_VERSION, check_ignition, site_context
 from appliance.state.store import MachineStore
 
@@ -34,19 +33,6 @@ KEYS_FILE = "authorized_keys"  # in the data dir: the keys the service's templat
 class SeedReport:
     written: list[Path] = field(default_factory=list)
     kept: list[Path] = field(default_factory=list)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def seed_files(config: SiteConfig, version: str, keys: Sequence[AuthorizedKey]) -> dict[str, str]:
@@ -147,7 +133,7 @@ def seed_data_dir(
         if path.exists() and not force:
             report.kept.append(path)
             continue
-        _atomic_write(path, text)
+        write_atomic(path, text)
         report.written.append(path)
     return report
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import typer
@@ -15,6 +13,7 @@ from appliance.config import check_secrets, dump_config, parse_config, security_
 from appliance.errors import ConfigError, KpcError, UsageError
 from appliance.hostinfo import HostNetwork, detect_network
 from appliance.install.osrelease import OsRelease, detect_os
+from appliance.outputfile import write_atomic
 from appliance.render.config_template import InitValues, config_template
 
 group = typer.Typer(help="Write, check and show the site configuration.", no_args_is_help=True)
@@ -38,20 +37,6 @@ def init_values(network: HostNetwork | None, host: OsRelease) -> InitValues:
             "release at install time; pin one (like 3975.2.0) for repeatable installs."
         )
     return InitValues(iface, address, subnet, network_note, version, os_note)
-
-
-def write_file(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write ``text`` to ``path`` atomically (a crash never leaves half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @group.command("init")
@@ -85,7 +70,7 @@ def init(
         typer.echo(text, nl=False)
     else:
         try:
-            write_file(target, text)
+            write_atomic(target, text)
         except OSError as exc:
             raise KpcError(
                 f"cannot write {target}: {exc.strerror}",

@@ -9,13 +9,13 @@ from pathlib import Path
 import typer
 
 from appliance.cli.common import Cli, cli
-from appliance.cli.config import write_file
 from appliance.config import SiteConfig
 from appliance.errors import ConfigError, UsageError
 from appliance.inputfile import MAX_TEMPLATE_BYTES, read_text
 from appliance.install.osrelease import detect_os
 from appliance.keys import KeyCollection, authorized_keys_path, collect_keys
 from appliance.mac import normalize_mac
+from appliance.outputfile import write_atomic
 from appliance.render.ignition import dumps, render_ignition, request_context, site_context
 from appliance.resources import resource_dir
 from appliance.services.units import systemd_services
@@ -134,7 +134,7 @@ def render(
     if output is None or str(output) == "-":
         typer.echo(rendered, nl=False)
         return
-    write_file(output, rendered, 0o600 if token else 0o644)
+    write_atomic(output, rendered, 0o600 if token else 0o644)
     c.err.print(f"wrote {output} ({role.value}, {len(found.keys)} SSH keys)", markup=False)
 
 

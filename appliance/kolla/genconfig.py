@@ -8,7 +8,6 @@ passwords.yml holds the deployment's secrets: generated once with kolla's own
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,6 +24,7 @@ from appliance.inputfile import read_yaml
 from appliance.kolla import commands, deployer
 from appliance.kolla.globals import globals_yaml, render_globals
 from appliance.kolla.inventory import Host, assign_roles, host_groups, render_inventory, validate
+from appliance.outputfile import write_atomic
 from appliance.state.model import Machine
 
 GLOBALS = "globals.yml"
@@ -54,19 +54,6 @@ def deployer_image(config: SiteConfig) -> str:
 def deployer_name(config: SiteConfig) -> str:
     """The one deployer container name: a second concurrent run is refused by Docker."""
     return f"{config.services.prefix}-kolla"
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``text`` in one rename; readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def kolla_inventory(config: SiteConfig, docker: Docker) -> str:

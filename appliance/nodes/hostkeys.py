@@ -8,8 +8,6 @@ from the recorded keys, so ``ssh`` and Ansible check the same keys strictly.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from appliance.errors import StateError, UsageError
 from appliance.mac import normalize_mac
 from appliance.nodes.report import HostKeyStatus
 from appliance.nodes.targets import Target
+from appliance.outputfile import write_atomic
 from appliance.state.model import Machine
 from appliance.state.store import MachineStore
 
@@ -75,15 +74,5 @@ def known_hosts_text(machines: Iterable[Machine], port: int) -> str:
 
 def write_known_hosts(path: Path, machines: Iterable[Machine], port: int) -> Path:
     """Write (atomically, mode 0644) the known_hosts file for the recorded keys."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = known_hosts_text(machines, port)
-    fd, tmp = tempfile.mkstemp(prefix=".known_hosts.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, known_hosts_text(machines, port))
     return path

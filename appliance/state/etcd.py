@@ -547,44 +547,38 @@ class EtcdStore(NamedTransitions):
             detail=json.loads(_dumps(detail)),
         )
 
-    def events(self, mac: str, limit: int = 200) -> list[Event]:
-        prefix = self._k("events/", mac, "/")
+    def _event_range(
+        self, prefix: str, order: str, limit: int, min_create_revision: int = 0
+    ) -> list[Event]:
+        """Events under ``prefix`` in id order, read ``limit`` at a time from the newest
+        (``order`` DESCEND) or the oldest (ASCEND, from ``min_create_revision``)."""
         with self._etcd():
             kvs = self._c.range(
                 prefix,
                 drv.prefix_end(prefix),
                 sort_target="CREATE",
-                sort_order="DESCEND",
-                limit=limit + EVENTS_PER_TXN,
+                sort_order=order,
+                limit=limit,
+                min_create_revision=min_create_revision,
             ).kvs
-        found = sorted((self._event(kv) for kv in kvs), key=lambda e: e.id)
+        return sorted((self._event(kv) for kv in kvs), key=lambda e: e.id)
+
+    def events(self, mac: str, limit: int = 200) -> list[Event]:
+        found = self._event_range(self._k("events/", mac, "/"), "DESCEND", limit + EVENTS_PER_TXN)
         return found[-limit:] if limit else []
 
     def changes_since(self, cursor: int, limit: int = 1000) -> list[Event]:
-        prefix = self._k("events/")
-        with self._etcd():
-            kvs = self._c.range(
-                prefix,
-                drv.prefix_end(prefix),
-                sort_target="CREATE",
-                sort_order="ASCEND",
-                min_create_revision=max(1, cursor // EVENTS_PER_TXN),
-                limit=limit + EVENTS_PER_TXN,
-            ).kvs
-        found = sorted((self._event(kv) for kv in kvs), key=lambda e: e.id)
+        found = self._event_range(
+            self._k("events/"),
+            "ASCEND",
+            limit + EVENTS_PER_TXN,
+            min_create_revision=max(1, cursor // EVENTS_PER_TXN),
+        )
         return [e for e in found if e.id > cursor][:limit]
 
     def event_cursor(self) -> int:
-        prefix = self._k("events/")
-        with self._etcd():
-            kvs = self._c.range(
-                prefix,
-                drv.prefix_end(prefix),
-                sort_target="CREATE",
-                sort_order="DESCEND",
-                limit=EVENTS_PER_TXN,
-            ).kvs
-        return max((self._event(kv).id for kv in kvs), default=0)
+        found = self._event_range(self._k("events/"), "DESCEND", EVENTS_PER_TXN)
+        return max((e.id for e in found), default=0)
 
     def wait_changes(self, cursor: int, timeout: float) -> list[Event]:
         until = time.monotonic() + timeout

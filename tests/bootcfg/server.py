@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -12,11 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from appliance.bootcfg.app import make_app
 from appliance.bootcfg.service import CatalogHolder, Service
 from appliance.state.sqlite import SERVICE_BUSY_TIMEOUT_MS, SqliteStore
+from tests.loopserver import LoopServer
 
 
 @dataclass
@@ -33,7 +30,7 @@ class Reply:
         return json.loads(self.body)
 
 
-class Server:
+class Server(LoopServer):
     """Start with ``start()``, stop with ``stop()``; ``url`` is http://127.0.0.1:PORT."""
 
     def __init__(
@@ -60,32 +57,14 @@ class Server:
             max_body=max_body,
             **kwargs,
         )
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.runner: web.AppRunner | None = None
-        self.port = 0
+        super().__init__()
 
     def start(self) -> Server:
-        self.thread.start()
-        self.runner = web.AppRunner(make_app(self.service), access_log=None)
-        asyncio.run_coroutine_threadsafe(self.runner.setup(), self.loop).result(10)
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        asyncio.run_coroutine_threadsafe(site.start(), self.loop).result(10)
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.serve(make_app(self.service))
         return self
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def stop(self) -> None:
-        if self.runner is not None:
-            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+        self.shutdown()
         self.store.close()
 
     def request(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -14,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiohttp import web
 
 from appliance.config import load_config
 from appliance.state.sqlite import SqliteStore
 from appliance.web.app import Site, auth_from_config, make_app
+from tests.loopserver import LoopServer
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -55,7 +53,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-class WebServer:
+class WebServer(LoopServer):
     """``start()`` / ``stop()``; ``url`` is http://127.0.0.1:PORT."""
 
     def __init__(
@@ -72,33 +70,15 @@ class WebServer:
             actions=site.pop("actions", self.config.web.actions),
             **site,
         )
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.runner: web.AppRunner | None = None
-        self.port = 0
+        super().__init__()
 
     def start(self) -> WebServer:
-        self.thread.start()
-        self.runner = web.AppRunner(make_app(self.site), access_log=None, shutdown_timeout=1.0)
-        asyncio.run_coroutine_threadsafe(self.runner.setup(), self.loop).result(10)
-        tcp = web.TCPSite(self.runner, "127.0.0.1", 0)
-        asyncio.run_coroutine_threadsafe(tcp.start(), self.loop).result(10)
-        server = tcp._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.serve(make_app(self.site), shutdown_timeout=1.0)
         return self
 
     def stop(self) -> None:
-        if self.runner is not None:
-            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+        self.shutdown()
         self.store.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 class Client:
