@@ -9,11 +9,13 @@ from rich.markup import escape
 
 from appliance.cli.common import Cli, cli, print_table
 from appliance.drivers.docker import Docker
-from appliance.images import buildlog
+from appliance.images import buildlog, bundle
 from appliance.images.base import make_base
 from appliance.images.build import BuildOutcome, build_images
 from appliance.images.catalog import ImageDef, discover, image_ref, select
 from appliance.resources import CHECKOUT, resource_dir
+
+BUILDER = "kolla_builder"
 
 group = typer.Typer(help="Build kpc's container images (no registry needed).", no_args_is_help=True)
 
@@ -148,6 +150,104 @@ def list_images(ctx: typer.Context) -> None:
             ]
         )
     print_table(c, rows[0], rows[1:])
+
+
+class _LoadProgress:
+    """Prints each step of a load and the last line of each push."""
+
+    def __init__(self, c: Cli) -> None:
+        self.c = c
+
+    def phase(self, text: str) -> None:
+        self.c.out.print(f"  {escape(text)}")
+
+    def event(self, event: object) -> None:
+        del event
+
+    def line(self, line: str) -> None:
+        if self.c.verbose:
+            self.c.out.print(f"    {escape(line)}")
+
+
+@group.command()
+def save(
+    ctx: typer.Context,
+    output: Path = typer.Argument(..., help="The bundle file to write.", show_default=False),
+    names: list[str] = typer.Argument(
+        None,
+        help=f"kpc's images to include (default: all but {BUILDER}, which builds from PyPI).",
+        metavar="[NAME]...",
+    ),
+    kolla: bool = typer.Option(
+        False, "--kolla", help="Add the Kolla images of kolla.services (kpc kolla images build)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+) -> None:
+    """Write kpc's images (and with --kolla the Kolla set) into one bundle file.
+
+    For a deploy host that cannot build them (Flatcar has no Python or debootstrap; an
+    air-gapped site no mirror). Steps: check every image is built; docker save them into one
+    archive (shared layers stored once); write OUTPUT, a tar of a manifest (tags, image IDs,
+    the archive's SHA-256) and the archive; write OUTPUT.sha256 (check it with sha256sum -c).
+    Carry both to the deploy host and run kpc images load OUTPUT there.
+    """
+    c = cli(ctx)
+    config = c.config()
+    chosen = [i.name for i in select(discover(_containers_dir(c)), names or [])]
+    if not names:  # the builder needs PyPI and a mirror: no use where images are carried in
+        chosen = [name for name in chosen if name != BUILDER]
+    saved = bundle.save(
+        config,
+        Docker(c.environ),
+        chosen,
+        output,
+        kolla=kolla,
+        force=force,
+        on_step=lambda what: c.out.print(f"  {escape(what)}"),
+    )
+    for image in saved.manifest.images:
+        c.out.print(f"  {escape(image.ref)} {image.id[7:19]}")
+    c.out.print(
+        f"wrote {escape(str(saved.path))} ({_mb(saved.size)}, {len(saved.manifest.images)} "
+        f"image(s)) and {escape(saved.checksum_file.name)} in {saved.seconds:.0f} s"
+    )
+
+
+@group.command()
+def load(
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., help="A bundle made by kpc images save.", metavar="BUNDLE"),
+    no_push: bool = typer.Option(
+        False, "--no-push", help="Load into the engine only; do not push Kolla images."
+    ),
+    check: bool = typer.Option(False, "--check", help="Only check the bundle; load nothing."),
+) -> None:
+    """Load a bundle made by kpc images save: check it, docker load it, push the Kolla images.
+
+    Steps: check the archive's size and SHA-256 against the manifest (a damaged bundle
+    loads nothing); docker load; check every image's ID; push the Kolla images into this
+    host's registry (it must be running: kpc up registry), where the nodes pull them.
+    """
+    c = cli(ctx)
+    if check:
+        manifest = bundle.verify(path)
+        c.out.print(
+            f"{escape(str(path))}: intact, {len(manifest.images)} image(s), made by kpc "
+            f"{manifest.kpc_version} at {manifest.created}"
+        )
+        return
+    config = c.config()
+    loaded = bundle.load(config, Docker(c.environ), path, _LoadProgress(c), push=not no_push)
+    for image in loaded.manifest.images:
+        where = loaded.pushed.get(image.kolla or "", "")
+        c.out.print(
+            f"  {escape(image.ref)} {image.id[7:19]}" + (f" → {escape(where)}" if where else "")
+        )
+    c.out.print(
+        f"loaded {len(loaded.manifest.images)} image(s)"
+        + (f", pushed {len(loaded.pushed)} Kolla image(s)" if loaded.pushed else "")
+        + f" in {loaded.seconds:.0f} s"
+    )
 
 
 def register(app: typer.Typer) -> None:

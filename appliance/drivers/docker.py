@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from appliance.drivers import process
 from appliance.errors import CommandFailed, DockerError, ToolMissing
@@ -315,6 +315,36 @@ class Docker:
                 raise problem from None
             return False
         return True
+
+    def images_named(self, reference: str) -> list[ImageInfo]:
+        """Every image with a tag matching ``reference`` (docker's ``reference`` filter:
+        ``repo:tag`` with ``*`` wildcards), newest first."""
+        found = self._call(
+            f"listing images named {reference}",
+            lambda: self._client.image.list(filters=[("reference", reference)]),
+        )
+        infos = [self.image(str(img.id)) for img in found]
+        listed = [info for info in infos if info is not None]
+        return sorted(listed, key=lambda i: i.created or datetime.min, reverse=True)
+
+    def save(self, refs: Sequence[str], output: Path) -> None:
+        """``docker save`` of ``refs`` into one archive (layers they share are stored once)."""
+        try:
+            process.run_to_file([*self.docker_cmd(), "save", *refs], output)
+        except CommandFailed as exc:
+            raise translate(exc.output, f"saving {len(refs)} image(s)", self.where) from None
+
+    def load(self, source: IO[bytes]) -> list[str]:
+        """``docker load`` of an archive streamed from ``source``; the names it loaded."""
+        try:
+            result = process.feed([*self.docker_cmd(), "load"], source)
+        except CommandFailed as exc:
+            raise translate(exc.output, "loading images", self.where) from None
+        return [
+            line.split(": ", 1)[1].strip()
+            for line in result.stdout.splitlines()
+            if line.startswith(("Loaded image: ", "Loaded image ID: "))
+        ]
 
     def tag(self, source: str, target: str) -> None:
         self._call(f"tagging {source} as {target}", lambda: self._client.image.tag(source, target))

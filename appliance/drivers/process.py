@@ -10,13 +10,16 @@ import logging
 import shlex
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from appliance.errors import CommandFailed, ToolMissing
 
 log = logging.getLogger(__name__)
+CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -142,3 +145,34 @@ def stream(
     if check and code != 0:
         raise CommandFailed(args, code, "\n".join(tail), hint)
     return code
+
+
+def feed(argv: Sequence[str], source: IO[bytes], *, hint: str | None = None) -> Result:
+    """Run argv with ``source`` streamed to its standard input (never held in memory).
+
+    Output goes to a scratch file while the input is written (no pipe can fill up and stall
+    the child); CommandFailed with that output when argv exits non-zero.
+    """
+    args = [str(a) for a in argv]
+    log.debug("feed: %s < stream", shlex.join(args))
+    with tempfile.TemporaryFile() as output:
+        try:
+            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=output, stderr=output)
+        except FileNotFoundError:
+            raise ToolMissing(args[0]) from None
+        assert proc.stdin is not None
+        try:
+            shutil.copyfileobj(source, proc.stdin, CHUNK)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the child stopped reading: its exit code and output say why
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        code = proc.wait()
+        output.seek(0)
+        text = output.read().decode(errors="replace")
+    if code != 0:
+        raise CommandFailed(args, code, text, hint)
+    return Result(args, code, text, "")
