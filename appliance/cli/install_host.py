@@ -216,7 +216,8 @@ def install_host(
         f"  1. reboot (remove the live media, or make sure the machine boots from "
         f"{escape(outcome.device)});\n"
         "  2. SSH in again as core;\n"
-        "  3. build kpc's container images: kpc images build\n"
+        "  3. load kpc's container images: kpc images load BUNDLE (made by kpc images save\n"
+        "     on the machine that built them; a host with Python can: kpc images build);\n"
         "  4. start kpc's services: kpc up"
     )
 

@@ -85,7 +85,8 @@ def _missing_images(docker: Docker, specs: Mapping[str, ContainerSpec]) -> dict[
         raise DockerError(
             f"image{'s' if len(missing) > 1 else ''} not built yet: {refs}",
             hint=f"build {'them' if len(missing) > 1 else 'it'}: kpc images build "
-            + " ".join(missing),
+            + " ".join(missing)
+            + " (or load a bundle made by kpc images save: kpc images load BUNDLE)",
         )
     return ids
 

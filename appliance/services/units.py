@@ -69,8 +69,9 @@ def start_script(spec: ContainerSpec, secrets_env: Path) -> str:
     # network error; say which image is missing and how kpc makes it.
     image = shlex.quote(spec.image)
     missing = shlex.quote(
-        f"image {spec.image} is missing: build kpc's images on this host with "
-        "'kpc images base' and 'kpc images build' (or load them: docker load -i FILE)"
+        f"image {spec.image} is missing: load kpc's images with 'kpc images load BUNDLE' "
+        "(a bundle made by 'kpc images save' where they were built), or build them here "
+        "with 'kpc images base' and 'kpc images build'"
     )
     lines.append(
         f"{DOCKER} image inspect {image} >/dev/null 2>&1 || {{ echo {missing} >&2; exit 1; }}"

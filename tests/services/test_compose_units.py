@@ -247,6 +247,7 @@ def test_a_unit_whose_image_is_missing_says_which_and_how_to_make_it(tmp_path: P
     image = shlex.split(unit_argv(unit["exec_start"])[2].split("; ")[-1]).pop()
     assert image.startswith("kpc-never-built/"), image
     assert done.stderr.strip() == (
-        f"image {image} is missing: build kpc's images on this host with 'kpc images base' "
-        "and 'kpc images build' (or load them: docker load -i FILE)"
+        f"image {image} is missing: load kpc's images with 'kpc images load BUNDLE' (a bundle "
+        "made by 'kpc images save' where they were built), or build them here with "
+        "'kpc images base' and 'kpc images build'"
     )
