@@ -3,6 +3,9 @@
 ``require(...)`` is how a test says it needs a component (Docker, QEMU, root, a program).
 Locally a missing component skips the test with the reason; in CI (CI=true) it fails it:
 CI must run every test.
+
+A test marked ``full`` (an end-to-end chain beyond the one CI runs) is left out unless pytest
+gets ``--full`` (``scripts/test --full``): deselected and counted, never skipped.
 """
 
 from __future__ import annotations
@@ -20,6 +23,35 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="also run the end-to-end tests marked 'full' (scripts/test --full)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--full"):
+        return
+    full = [item for item in items if item.get_closest_marker("full")]
+    if full:
+        config.hook.pytest_deselected(items=full)
+        items[:] = [item for item in items if not item.get_closest_marker("full")]
+        config.stash[_LEFT_FOR_FULL] = len(full)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    left = config.stash.get(_LEFT_FOR_FULL, 0)
+    if left:
+        terminalreporter.write_line(
+            f"{left} end-to-end test(s) marked 'full' not run: scripts/test --full runs them"
+        )
+
+
+_LEFT_FOR_FULL = pytest.StashKey[int]()
 
 
 def missing(reason: str) -> None:
