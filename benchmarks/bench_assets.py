@@ -16,13 +16,13 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from benchlib import free_port, stop, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
@@ -51,28 +51,9 @@ http {{
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
-
-
-def wait_http(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                resp.read(1)
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def run_clients(url: str, clients: int, size: int) -> float:
@@ -188,14 +169,7 @@ def main() -> None:
                 f"{100 * k_rate / n_rate:.0f} % |"
             )
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM if proc is not procs[0] else signal.SIGQUIT)
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(procs, lambda proc: signal.SIGTERM if proc is not procs[0] else signal.SIGQUIT)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -18,13 +18,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from benchlib import free_port, stop, wait_http
 
 from appliance.state.sqlite import SqliteStore
 
@@ -59,24 +59,6 @@ http {{
     server {{ listen 127.0.0.1:{port}; root {root}; }}
 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 20.0) -> bytes:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                return bytes(resp.read())
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def wrk(url: str, script: Path | None, seconds: int, connections: int) -> tuple[float, str, int]:
@@ -178,14 +160,7 @@ def main() -> None:
         with SqliteStore(data / "machines.db") as store:
             print(f"\nregistry after the run: {len(store.machines())} machines")
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGQUIT if proc.args[0] == "nginx" else signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(procs, lambda proc: signal.SIGQUIT if proc.args[0] == "nginx" else signal.SIGTERM)
         shutil.rmtree(work, ignore_errors=True)
 
 

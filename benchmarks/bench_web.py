@@ -24,7 +24,6 @@ import argparse
 import multiprocessing
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,8 @@ from appliance.state.model import MachineState
 from appliance.state.sqlite import SqliteStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_bootcfg import KEY, free_port, wait_http
+from bench_bootcfg import KEY
+from benchlib import free_port, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
@@ -279,13 +279,7 @@ def main() -> None:
             print(f"| {count}{' (baseline)' if count == 0 else ''} | {share * 100:.1f} % |")
         store.close()
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs, grace=10.0)
         shutil.rmtree(work, ignore_errors=True)
 
 
