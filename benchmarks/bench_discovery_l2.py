@@ -10,7 +10,11 @@ never answer ARP. Each round, inside ``kpcb-d``:
   - ``nmap -n -sU -p623 --open -T4 --min-rate 2000 --max-retries 1`` (nmap resolves the
     segment by ARP first too);
 and once, for reference, kpc without ARP (``--no-arp``: every address probed over UDP at
-the default pacing, as kpc did before). Everything is removed at the end. Run as root:
+the default pacing, as kpc did before). Everything is removed at the end.
+
+kpc's modules are byte-compiled first (``compileall``), as an installed kpc has them (pip
+writes them; the executable bundles them): with ``PYTHONDONTWRITEBYTECODE`` set, as in the
+team's shells, every run would otherwise compile ~30 modules from source (~0.1 s). Run as root:
 
     .venv/bin/python benchmarks/bench_discovery_l2.py [--rounds 5] [--no-arp-round]
 """
@@ -122,6 +126,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-arp-round", action="store_true", help="also time kpc --no-arp once")
     args = ap.parse_args()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "appliance"], cwd=REPO, check=True)
     build()
     tmp = Path(tempfile.mkdtemp(prefix="kpc-bench-l2-"))
     log = (tmp / "sim.log").open("wb")
