@@ -12,7 +12,11 @@
   done. SeaBIOS answers a reset after its POST with a reset of its own (a "hard reboot",
   a second RESET event from the guest), which writes the boot order again: for BIOS the
   bootindex is set back only after that one. The server's own later reboots boot its disk
-  again, as on a real server.
+  again, as on a real server;
+- one-time CD boot (Redfish ``BootSourceOverrideTarget: Cd``): the same with the CD drive;
+- virtual media: insert downloads the ISO from its URL (bootcfg's assets) next to the VM's
+  disk and puts it in the CD drive (QMP ``blockdev-change-medium``, at once when the VM
+  runs, else at its next power on); eject empties the drive (QMP ``eject``) and deletes it.
 """
 
 from __future__ import annotations
@@ -23,15 +27,20 @@ import threading
 from pathlib import Path
 
 from appliance.bmc.backend import BootDevice, PowerState
+from appliance.bootcfg.fetch import download
 from appliance.drivers import netns
 from appliance.drivers.qmp import Qmp, QmpError
-from appliance.errors import BmcError
+from appliance.errors import BmcError, KpcError
 from appliance.lab.vmspec import (
+    CD_BOOTINDEX,
+    CD_ID,
+    CD_QOM_PATH,
     NIC_BOOTINDEX,
     NIC_QOM_PATH,
     PXE_FIRST_BOOTINDEX,
     VmSpec,
     load_spec,
+    media_file,
     qemu_argv,
 )
 
@@ -41,6 +50,11 @@ QMP_CONNECT_TIMEOUT = 10.0
 RESET_EVENT_TIMEOUT = 10.0
 QUIT_TIMEOUT = 10.0
 SEABIOS_RESET_TIMEOUT = 20.0
+# the devices a one-time boot can put first: (QOM path, bootindex otherwise)
+FIRST_DEVICES: dict[str, tuple[str, int]] = {
+    "network": (NIC_QOM_PATH, NIC_BOOTINDEX),
+    "cd": (CD_QOM_PATH, CD_BOOTINDEX),
+}
 
 
 class QemuBackend:
@@ -52,6 +66,7 @@ class QemuBackend:
         self._lock = threading.RLock()
         self._boot_device: BootDevice = "default"
         self._persistent = False
+        self._media: Path | None = None  # the ISO in the CD drive
 
     @property
     def mac(self) -> str:
@@ -66,18 +81,21 @@ class QemuBackend:
     def _running(self) -> bool:
         return self._child is not None and self._child.running()
 
-    def _network_next(self) -> bool:
-        """Whether the next boot goes to the network; consumes a one-time setting."""
-        network = self._boot_device == "network"
+    def _first_next(self) -> str | None:
+        """The device the next boot tries first ("network", "cd"; None: the disk, as
+        always); consumes a one-time setting."""
+        first = self._boot_device if self._boot_device in FIRST_DEVICES else None
         if not self._persistent:
             self._boot_device = "default"
-        return network
+        return first
 
     def _qmp(self) -> Qmp:
         return Qmp.connect(self.spec.qmp_socket, timeout=5.0, retry_for=QMP_CONNECT_TIMEOUT)
 
-    def _set_nic_bootindex(self, qmp: Qmp, index: int) -> None:
-        qmp.execute("qom-set", path=NIC_QOM_PATH, property="bootindex", value=index)
+    def _set_bootindex(self, qmp: Qmp, device: str, first: bool) -> None:
+        path, index = FIRST_DEVICES[device]
+        value = PXE_FIRST_BOOTINDEX if first else index
+        qmp.execute("qom-set", path=path, property="bootindex", value=value)
 
     def _wait_firmware_reset(self, qmp: Qmp) -> None:
         """SeaBIOS's own reset after ours (see the module notes); rarely none comes (a reset
@@ -104,18 +122,20 @@ class QemuBackend:
                 return
             if self._child is not None:
                 self._child.wait(0)  # collect the exit status of a VM that powered off
-            network = self._network_next()
+            first = self._first_next()
             spec = self.spec
             spec.qmp_socket.unlink(missing_ok=True)
             self._fresh_vars()
-            argv = qemu_argv(spec, network_first=network)
-            log.info("%s: power on (network boot first: %s)", spec.name, network)
+            argv = qemu_argv(
+                spec, network_first=first == "network", cd_first=first == "cd", media=self._media
+            )
+            log.info("%s: power on (first boot device: %s)", spec.name, first or "disk")
             self._child = netns.spawn(argv, netns=spec.netns, log_file=spec.qemu_log)
             try:
                 with self._qmp() as qmp:
-                    if network and not (self._persistent and self._boot_device == "network"):
+                    if first and not (self._persistent and self._boot_device == first):
                         # this boot's order is fixed already; later boots use the disk first
-                        self._set_nic_bootindex(qmp, NIC_BOOTINDEX)
+                        self._set_bootindex(qmp, first, False)
             except QmpError as exc:
                 code = self._child.poll()
                 tail = _tail(spec.qemu_log)
@@ -144,35 +164,35 @@ class QemuBackend:
         with self._lock:
             if not self._running():
                 raise BmcError(f"{self.spec.name} is powered off: nothing to reset")
-            network = self._network_next()
-            log.info("%s: reset (network boot first: %s)", self.spec.name, network)
-            keep_network = self._persistent and self._boot_device == "network"
+            first = self._first_next()
+            log.info("%s: reset (first boot device: %s)", self.spec.name, first or "disk")
+            keep_first = self._persistent and self._boot_device == first
             try:
                 qmp = self._qmp()
             except QmpError as exc:
                 raise BmcError(f"{self.spec.name}: reset failed: {exc.message}") from None
             try:
-                if network:
-                    self._set_nic_bootindex(qmp, PXE_FIRST_BOOTINDEX)
+                if first:
+                    self._set_bootindex(qmp, first, True)
                 qmp.execute("system_reset")
             except QmpError as exc:
                 qmp.close()
                 raise BmcError(f"{self.spec.name}: reset failed: {exc.message}") from None
-            if not network or keep_network:
+            if not first or keep_first:
                 qmp.close()
                 return
-            # the answer to the BMC's client must not wait for the firmware: set the NIC's
-            # bootindex back in the background, once this boot's order is fixed
+            # the answer to the BMC's client must not wait for the firmware: set the
+            # device's bootindex back in the background, once this boot's order is fixed
             threading.Thread(
-                target=self._restore_after_reset, args=(qmp,), name="bootindex", daemon=True
+                target=self._restore_after_reset, args=(qmp, first), name="bootindex", daemon=True
             ).start()
 
-    def _restore_after_reset(self, qmp: Qmp) -> None:
+    def _restore_after_reset(self, qmp: Qmp, device: str) -> None:
         try:
             qmp.wait_event("RESET", RESET_EVENT_TIMEOUT)
             if self.spec.firmware == "bios":
                 self._wait_firmware_reset(qmp)
-            self._set_nic_bootindex(qmp, NIC_BOOTINDEX)
+            self._set_bootindex(qmp, device, False)
             log.info("%s: later boots try the disk first again", self.spec.name)
         except QmpError as exc:
             log.warning("%s: could not set the boot order back: %s", self.spec.name, exc)
@@ -194,12 +214,46 @@ class QemuBackend:
             self._boot_device = device
             self._persistent = persistent
             if self._running() and persistent:
-                index = PXE_FIRST_BOOTINDEX if device == "network" else NIC_BOOTINDEX
                 try:
                     with self._qmp() as qmp:
-                        self._set_nic_bootindex(qmp, index)
+                        for each in FIRST_DEVICES:
+                            self._set_bootindex(qmp, each, each == device)
                 except QmpError as exc:
                     raise BmcError(f"{self.spec.name}: {exc.message}") from None
+
+    def insert_media(self, url: str) -> None:
+        """Fetch the ISO at ``url`` and put it in the CD drive (see the module notes)."""
+        target = media_file(self.spec)
+        target.with_name(target.name + ".part").unlink(missing_ok=True)  # never resume another
+        log.info("%s: virtual media: fetching %s", self.spec.name, url)
+        try:
+            download(url, target)
+        except KpcError as exc:
+            raise BmcError(f"{self.spec.name}: cannot fetch {url}: {exc.message}") from None
+        with self._lock:
+            self._media = target
+            if self._running():
+                try:
+                    with self._qmp() as qmp:
+                        qmp.execute(
+                            "blockdev-change-medium", id=CD_ID, filename=str(target), format="raw"
+                        )
+                except QmpError as exc:
+                    self._media = None
+                    raise BmcError(f"{self.spec.name}: cannot insert: {exc.message}") from None
+            log.info("%s: virtual media: %s in the CD drive", self.spec.name, target.name)
+
+    def eject_media(self) -> None:
+        with self._lock:
+            if self._running():
+                try:
+                    with self._qmp() as qmp:
+                        qmp.execute("eject", id=CD_ID, force=True)
+                except QmpError as exc:
+                    raise BmcError(f"{self.spec.name}: cannot eject: {exc.message}") from None
+            self._media = None
+            media_file(self.spec).unlink(missing_ok=True)
+            log.info("%s: virtual media ejected", self.spec.name)
 
     def close(self) -> None:
         """Power the VM off (the simulator is going away)."""

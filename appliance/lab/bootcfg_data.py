@@ -20,6 +20,7 @@ from appliance.keys import AuthorizedKey
 from appliance.lab.nodeos import NodeOs
 from appliance.lab.osbuild import LabOs
 from appliance.lab.osimage import KERNEL_ARGS_COMMON
+from appliance.lab.osmedia import media_path
 from appliance.resources import resource_dir
 
 ASSET_DIR = "lab"
@@ -94,6 +95,9 @@ def prepare_data_dir(
     )
     for path in lab_os.files():
         _place(path, data_dir / "assets" / ASSET_DIR / path.name)
+    media = media_path(lab_os)
+    if media.is_file():  # the lab OS's CD, for the BMCs' virtual media
+        _place(media, data_dir / "assets" / ASSET_DIR / media.name)
     flatcar = flatcar_present(flatcar_assets, version)
     if flatcar is not None:
         for name in (KERNEL, INITRD):

@@ -27,6 +27,7 @@ from appliance.lab.layout import LabPaths
 from appliance.lab.nodeos import NodeOs, build_node_os
 from appliance.lab.osbuild import LabOs, build_lab_os
 from appliance.lab.osimage import KERNEL_ARGS_COMMON
+from appliance.lab.osmedia import build_media
 from appliance.lab.plan import BmcChoice, FirmwareChoice, LabPlan, make_plan
 from appliance.lab.state import LabState, Resource, load_state, record, save_state
 from appliance.lab.supervisor import read_record
@@ -367,6 +368,7 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
         )
     if not node or request.accel != "tcg":
         lab_os: LabOs = build_lab_os(request.cache, progress)  # also the KVM probe's OS
+        build_media(lab_os)  # its CD, for the BMCs' virtual media (assets/lab/media.iso)
         if not node:
             progress(
                 f"lab OS {lab_os.version} (kernel {lab_os.kernel_release}) in {lab_os.directory}"

@@ -2,8 +2,10 @@
 command line it stands for. Pure: no files are read here except by ``load_spec``.
 
 Boot order is the one the original instructions require of real servers: the disk first
-(bootindex 1), then the network (bootindex 2). A one-time network boot moves the NIC to
-bootindex 0 for one start or reset; the firmware reads the order again at every reset.
+(bootindex 1), then the network (bootindex 2), then the CD drive (bootindex 3: the BMC's
+virtual media, empty until something is inserted). A one-time network or CD boot moves that
+device to bootindex 0 for one start or reset; the firmware reads the order again at every
+reset.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ NIC_BOOTINDEX = 2
 PXE_FIRST_BOOTINDEX = 0
 NIC_ID = "nic0"
 NIC_QOM_PATH = f"/machine/peripheral/{NIC_ID}"
+CD_BOOTINDEX = 3
+CD_ID = "cd0"  # the drive's device; QMP blockdev-change-medium / eject name it by this id
+CD_QOM_PATH = f"/machine/peripheral/{CD_ID}"
+MEDIA_SUFFIX = ".media.iso"
 Accel = Literal["tcg", "kvm"]
 
 
@@ -89,9 +95,21 @@ def load_spec(path: Path) -> VmSpec:
     return spec
 
 
-def qemu_argv(spec: VmSpec, *, network_first: bool) -> list[str]:
-    """The QEMU command for one power-on. ``network_first``: this boot tries PXE first."""
+def media_file(spec: VmSpec) -> Path:
+    """Where the BMC keeps the ISO inserted into the server's virtual CD drive."""
+    return spec.disk.with_name(spec.name + MEDIA_SUFFIX)
+
+
+def qemu_argv(
+    spec: VmSpec, *, network_first: bool, cd_first: bool = False, media: Path | None = None
+) -> list[str]:
+    """The QEMU command for one power-on. ``network_first``: this boot tries PXE first;
+    ``cd_first``: it tries the CD drive first; ``media``: the ISO in the CD drive."""
     nic_index = PXE_FIRST_BOOTINDEX if network_first else NIC_BOOTINDEX
+    cd_index = PXE_FIRST_BOOTINDEX if cd_first and not network_first else CD_BOOTINDEX
+    cd_drive = "if=none,id=cdrom0,media=cdrom,readonly=on"
+    if media is not None:
+        cd_drive += f",format=raw,file={media}"
     argv = [
         spec.qemu,
         "-name",
@@ -121,6 +139,10 @@ def qemu_argv(spec: VmSpec, *, network_first: bool) -> list[str]:
         f"virtio-net-pci,id={NIC_ID},netdev=net0,mac={spec.mac},bootindex={nic_index}",
         "-device",
         "virtio-rng-pci",
+        "-drive",
+        cd_drive,
+        "-device",
+        f"ide-cd,drive=cdrom0,id={CD_ID},bootindex={cd_index}",
     ]
     if spec.bmc_address:
         argv += ["-smbios", f"type=11,value=kpc.bmc_address={spec.bmc_address}"]

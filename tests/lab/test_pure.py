@@ -113,6 +113,13 @@ def test_vm_spec_round_trip_and_boot_order(tmp_path: Path) -> None:
     )
     assert "-accel tcg" in disk_first and "q35" in disk_first
     assert "bootindex=0" in " ".join(qemu_argv(spec, network_first=True))
+    # the BMC's virtual CD drive: empty and last, unless a one-time CD boot puts it first
+    assert "ide-cd,drive=cdrom0,id=cd0,bootindex=3" in disk_first
+    assert "media=cdrom,readonly=on -device" in disk_first  # no file: an empty drive
+    iso = tmp_path / "m.iso"
+    cd_first = " ".join(qemu_argv(spec, network_first=False, cd_first=True, media=iso))
+    assert "id=cd0,bootindex=0" in cd_first and f"format=raw,file={iso}" in cd_first
+    assert "mac=52:54:00:c6:12:01,bootindex=2" in cd_first
 
 
 def test_vm_spec_errors_name_the_file(tmp_path: Path) -> None:

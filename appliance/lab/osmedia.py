@@ -1,0 +1,69 @@
+"""The lab OS on a CD: the ISO a lab server boots from its BMC's virtual media.
+
+Made with ``grub-mkrescue`` (GRUB for BIOS and UEFI on an ISO 9660 image, via xorriso) from
+the lab OS's kernel and initramfs, once per lab OS build, beside it in the cache
+(``media.iso``); ``kpc lab up`` puts it in bootcfg's assets (``/assets/lab/media.iso``). It
+boots the lab OS's probe role: the OS says on the console that it runs, then powers off,
+without touching the network: the DHCP-less path (no DHCP, no PXE) that virtual media gives
+a server whose network does not boot.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from appliance.drivers import process
+from appliance.lab.osbuild import LabOs
+from appliance.lab.osimage import KERNEL_ARGS_COMMON
+
+MEDIA_NAME = "media.iso"
+MEDIA_VOLUME = "KPC_LAB_MEDIA"
+MEDIA_MARK = "kpc.boot=media"  # on the kernel command line the console shows
+# Not quiet: the kernel prints its command line (with MEDIA_MARK) on the console.
+KERNEL_ARGS_MEDIA = f"{KERNEL_ARGS_COMMON.replace(' quiet', '')} kpc.role=probe {MEDIA_MARK}"
+TOOLS = {"grub-mkrescue": "grub-common", "xorriso": "xorriso", "mformat": "mtools"}
+
+
+def grub_cfg(append: str = KERNEL_ARGS_MEDIA) -> str:
+    """GRUB's menu on the CD: on the serial console, the one entry booted at once."""
+    return (
+        "serial --unit=0 --speed=115200\n"
+        "terminal_input serial console\n"
+        "terminal_output serial console\n"
+        "set timeout=0\n"
+        "menuentry 'kpc lab OS (virtual media)' {\n"
+        f"  linux /boot/vmlinuz {append}\n"
+        "  initrd /boot/initrd.gz\n"
+        "}\n"
+    )
+
+
+def media_path(lab_os: LabOs) -> Path:
+    return lab_os.directory / MEDIA_NAME
+
+
+def build_media(lab_os: LabOs) -> Path:
+    """``media.iso`` beside the lab OS build, made unless already there."""
+    target = media_path(lab_os)
+    if target.is_file():
+        return target
+    for tool, package in TOOLS.items():
+        process.which(tool, package)
+    work = Path(tempfile.mkdtemp(prefix="labos-media-", dir=lab_os.directory.parent))
+    try:
+        tree = work / "tree"
+        (tree / "boot" / "grub").mkdir(parents=True)
+        shutil.copyfile(lab_os.kernel, tree / "boot" / "vmlinuz")
+        shutil.copyfile(lab_os.initrd, tree / "boot" / "initrd.gz")
+        (tree / "boot" / "grub" / "grub.cfg").write_text(grub_cfg(), encoding="utf-8")
+        iso = work / MEDIA_NAME
+        process.run(
+            ["grub-mkrescue", "-o", str(iso), str(tree), "--", "-volid", MEDIA_VOLUME],
+            hint="grub-mkrescue needs grub-pc-bin, grub-efi-amd64-bin, xorriso and mtools",
+        )
+        iso.replace(target)  # atomic: a half-made ISO is never taken for a built one
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target

@@ -1,0 +1,152 @@
+"""Virtual media through a lab server, the DHCP-less path: kpc's Redfish client asks the
+simulated BMC to insert the lab OS's ISO (served by a real bootcfg from its assets) and boot
+it once; the BMC fetches it into the QEMU server's CD drive, the server boots it with no
+DHCP and no PXE anywhere (its NIC is a tap with nothing behind it, its disk is empty), and
+the lab OS says on the console that it runs from the CD."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from appliance.cli.main import app
+from appliance.drivers import netns
+from appliance.drivers.qmp import Qmp, QmpError
+from appliance.lab.osbuild import build_lab_os
+from appliance.lab.osmedia import MEDIA_MARK, MEDIA_NAME, build_media
+from appliance.lab.up import UpRequest
+from appliance.lab.vmspec import VmSpec, media_file, spec_to_json
+from tests.bmc.conftest import PASSWORD, USER, Sims, write_config
+from tests.bootcfg.server import Server
+from tests.conftest import require_root, require_tool, wait_for
+from tests.lab.conftest import NAME
+
+pytestmark = [pytest.mark.root, pytest.mark.qemu]
+runner = CliRunner()
+TAP = f"{NAME}m0"
+ADDRESS = "127.44.61.1"  # the simulated BMC, on loopback
+PORT = "8443"
+BOOTING = re.compile(r"Booting from (DVD/CD|Hard Disk|ROM)")
+
+
+@pytest.fixture
+def tap() -> Iterator[str]:
+    require_root()
+    require_tool("qemu-system-x86_64", "qemu-img", "grub-mkrescue", "xorriso", "mformat")
+    if netns.link_exists(TAP):
+        netns.link_delete(TAP)
+    netns.tap_add(TAP)  # no bridge, nothing behind it: no DHCP, no PXE
+    try:
+        yield TAP
+    finally:
+        netns.link_delete(TAP)
+
+
+@pytest.fixture
+def sims(tmp_path: Path) -> Iterator[Sims]:
+    running = Sims(tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop_all()
+
+
+def _cd_inserted(spec: VmSpec) -> bool:
+    with Qmp(spec.qmp_socket) as qmp:
+        devices = qmp.execute("query-block")
+    cd = [d for d in devices if d.get("qdev", "").endswith("cd0")]
+    return bool(cd and cd[0].get("inserted"))
+
+
+@pytest.mark.timeout(900)
+def test_a_server_boots_the_iso_from_virtual_media_without_dhcp(
+    tmp_path: Path, tap: str, sims: Sims
+) -> None:
+    lab_os = build_lab_os(UpRequest.cache)
+    iso = build_media(lab_os)
+    data = tmp_path / "bootcfg"
+    (data / "assets" / "lab").mkdir(parents=True)
+    shutil.copyfile(iso, data / "assets" / "lab" / MEDIA_NAME)
+    bootcfg = Server(data, tmp_path / "bootcfg.db").start()
+    url = f"{bootcfg.url}/assets/lab/{MEDIA_NAME}"
+
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / "disk.qcow2"), "64M"], check=True
+    )
+    (tmp_path / "sercon.bin").write_bytes(b"\xf8\x03")
+    spec = VmSpec(
+        name=f"{NAME}-media",
+        firmware="bios",
+        memory_mib=256,
+        mac="52:54:00:c6:12:f2",
+        netns=None,
+        tap=tap,
+        disk=tmp_path / "disk.qcow2",
+        serial_log=tmp_path / "serial.log",
+        qmp_socket=tmp_path / "qmp.sock",
+        qemu_log=tmp_path / "qemu.log",
+        sercon=tmp_path / "sercon.bin",
+    )
+    (tmp_path / "vm.json").write_text(spec_to_json(spec))
+    fingerprints = str(tmp_path / "fp")
+    sim = sims.start(
+        ADDRESS, 1, "--protocol", "redfish", "--redfish-port", PORT, "--fingerprints",
+        fingerprints, "--backend", "qemu", "--vm-spec", str(tmp_path / "vm.json"),
+    )  # fmt: skip
+    config = write_config(tmp_path, f"bmc: {{user: {USER}, protocol: redfish}}\n")
+    env = {"KPC_BMC_PASSWORD": PASSWORD}
+    target = f"{ADDRESS}:{PORT}"
+    result = runner.invoke(app, ["-c", str(config), "bmc", "power", "on", target, "--yes"], env=env)
+    assert result.exit_code == 0, result.output
+    serial = spec.serial_log
+    wait_for(lambda: BOOTING.findall(_text(serial)), 120, "the server's first boot (disk first)")
+    assert BOOTING.findall(_text(serial))[0] == "Hard Disk"
+    assert not _cd_inserted(spec)  # a CD drive, empty
+    insert = ["-c", str(config), "bmc", "media", "insert", url, target, "--boot", "--yes", "--json"]
+    result = runner.invoke(app, [*insert, "--dry-run"], env=env)
+    assert result.exit_code == 0, result.output
+    assert [e["action"] for e in sim.events() if e["action"] != "session"] == ["power_on"]
+    assert not media_file(spec).exists() and not _cd_inserted(spec)
+
+    boots_before = len(BOOTING.findall(_text(serial)))
+    result = runner.invoke(app, insert, env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["result"].startswith("media inserted; Cd boot")
+    assert media_file(spec).read_bytes() == iso.read_bytes()  # fetched from bootcfg
+    assert PASSWORD not in result.output
+
+    def booted_from_cd() -> bool:
+        return "kpc-labos: probe: the lab OS runs" in _text(serial)
+
+    wait_for(booted_from_cd, 300, "the lab OS booted from the CD to say it runs")
+    text = _text(serial)
+    assert BOOTING.findall(text)[boots_before] == "DVD/CD"
+    assert MEDIA_MARK in text  # the kernel's command line: the CD's boot menu
+    assert "network:" not in text.split(MEDIA_MARK, 1)[1]  # the OS never brought a NIC up
+    # the probe powers the server off; the BMC sees it
+    wait_for(lambda: _off(spec), 120, "the server to power itself off")
+
+    eject = ["-c", str(config), "bmc", "media", "eject", target, "--yes", "--json"]
+    result = runner.invoke(app, eject, env=env)
+    assert result.exit_code == 0, result.output
+    assert not media_file(spec).exists()
+    bootcfg.stop()
+
+
+def _off(spec: VmSpec) -> bool:
+    try:
+        with Qmp(spec.qmp_socket, timeout=1.0):
+            return False
+    except QmpError:
+        return True
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
