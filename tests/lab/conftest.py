@@ -22,6 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from appliance.cli.main import app
+from appliance.lab.vmspec import VmSpec, spec_to_json
 from tests.conftest import REPO, require_root, require_tool
 
 SLOT = int(os.environ.get("KPC_TEST_LAB_SLOT", "0") or "0")
@@ -189,3 +190,27 @@ def ipmi(directory: Path, address: str, *command: str) -> str:
     )
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def isolated_vm(tmp_path: Path, name: str, tap: str, mac: str, memory_mib: int = 128) -> VmSpec:
+    """A BIOS lab server on an isolated tap (no bridge, nothing behind it) with an empty
+    64 MiB disk, its files in ``tmp_path``; its vm.json written there."""
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / "disk.qcow2"), "64M"], check=True
+    )
+    (tmp_path / "sercon.bin").write_bytes(b"\xf8\x03")
+    spec = VmSpec(
+        name=name,
+        firmware="bios",
+        memory_mib=memory_mib,
+        mac=mac,
+        netns=None,
+        tap=tap,
+        disk=tmp_path / "disk.qcow2",
+        serial_log=tmp_path / "serial.log",
+        qmp_socket=tmp_path / "qmp.sock",
+        qemu_log=tmp_path / "qemu.log",
+        sercon=tmp_path / "sercon.bin",
+    )
+    (tmp_path / "vm.json").write_text(spec_to_json(spec))
+    return spec

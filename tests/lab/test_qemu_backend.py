@@ -4,7 +4,6 @@ one-time network boot that really is one-time (SeaBIOS says which device it boot
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +13,9 @@ from appliance.bmc.qemu_backend import QemuBackend
 from appliance.drivers import netns
 from appliance.drivers.qmp import Qmp
 from appliance.errors import BmcError
-from appliance.lab.vmspec import NIC_BOOTINDEX, NIC_QOM_PATH, VmSpec, spec_to_json
+from appliance.lab.vmspec import NIC_BOOTINDEX, NIC_QOM_PATH
 from tests.conftest import require_root, require_tool, wait_for
-from tests.lab.conftest import NAME
+from tests.lab.conftest import NAME, isolated_vm
 
 pytestmark = [pytest.mark.root, pytest.mark.qemu]
 TAP = f"{NAME}t0"
@@ -30,24 +29,7 @@ def backend(tmp_path: Path) -> Iterator[QemuBackend]:
     if netns.link_exists(TAP):
         netns.link_delete(TAP)
     netns.tap_add(TAP)  # an isolated tap: no bridge, nothing behind it
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / "disk.qcow2"), "64M"], check=True
-    )
-    (tmp_path / "sercon.bin").write_bytes(b"\xf8\x03")
-    spec = VmSpec(
-        name=f"{NAME}-vm",
-        firmware="bios",
-        memory_mib=128,
-        mac="52:54:00:c6:12:f1",
-        netns=None,
-        tap=TAP,
-        disk=tmp_path / "disk.qcow2",
-        serial_log=tmp_path / "serial.log",
-        qmp_socket=tmp_path / "qmp.sock",
-        qemu_log=tmp_path / "qemu.log",
-        sercon=tmp_path / "sercon.bin",
-    )
-    (tmp_path / "vm.json").write_text(spec_to_json(spec))
+    isolated_vm(tmp_path, f"{NAME}-vm", TAP, "52:54:00:c6:12:f1")
     vm = QemuBackend.from_file(tmp_path / "vm.json")
     try:
         yield vm

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,11 +21,11 @@ from appliance.drivers.qmp import Qmp, QmpError
 from appliance.lab.osbuild import build_lab_os
 from appliance.lab.osmedia import MEDIA_MARK, MEDIA_NAME, build_media
 from appliance.lab.up import UpRequest
-from appliance.lab.vmspec import VmSpec, media_file, spec_to_json
-from tests.bmc.conftest import PASSWORD, USER, Sims, write_config
+from appliance.lab.vmspec import VmSpec, media_file
+from tests.bmc.conftest import PASSWORD, USER, Sims, sims, write_config  # noqa: F401
 from tests.bootcfg.server import Server
 from tests.conftest import require_root, require_tool, wait_for
-from tests.lab.conftest import NAME
+from tests.lab.conftest import NAME, isolated_vm
 
 pytestmark = [pytest.mark.root, pytest.mark.qemu]
 runner = CliRunner()
@@ -49,15 +48,6 @@ def tap() -> Iterator[str]:
         netns.link_delete(TAP)
 
 
-@pytest.fixture
-def sims(tmp_path: Path) -> Iterator[Sims]:
-    running = Sims(tmp_path)
-    try:
-        yield running
-    finally:
-        running.stop_all()
-
-
 def _cd_inserted(spec: VmSpec) -> bool:
     with Qmp(spec.qmp_socket) as qmp:
         devices = qmp.execute("query-block")
@@ -67,7 +57,9 @@ def _cd_inserted(spec: VmSpec) -> bool:
 
 @pytest.mark.timeout(900)
 def test_a_server_boots_the_iso_from_virtual_media_without_dhcp(
-    tmp_path: Path, tap: str, sims: Sims
+    tmp_path: Path,
+    tap: str,
+    sims: Sims,  # noqa: F811
 ) -> None:
     lab_os = build_lab_os(UpRequest.cache)
     iso = build_media(lab_os)
@@ -77,24 +69,7 @@ def test_a_server_boots_the_iso_from_virtual_media_without_dhcp(
     bootcfg = Server(data, tmp_path / "bootcfg.db").start()
     url = f"{bootcfg.url}/assets/lab/{MEDIA_NAME}"
 
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / "disk.qcow2"), "64M"], check=True
-    )
-    (tmp_path / "sercon.bin").write_bytes(b"\xf8\x03")
-    spec = VmSpec(
-        name=f"{NAME}-media",
-        firmware="bios",
-        memory_mib=256,
-        mac="52:54:00:c6:12:f2",
-        netns=None,
-        tap=tap,
-        disk=tmp_path / "disk.qcow2",
-        serial_log=tmp_path / "serial.log",
-        qmp_socket=tmp_path / "qmp.sock",
-        qemu_log=tmp_path / "qemu.log",
-        sercon=tmp_path / "sercon.bin",
-    )
-    (tmp_path / "vm.json").write_text(spec_to_json(spec))
+    spec = isolated_vm(tmp_path, f"{NAME}-media", tap, "52:54:00:c6:12:f2", memory_mib=256)
     fingerprints = str(tmp_path / "fp")
     sim = sims.start(
         ADDRESS, 1, "--protocol", "redfish", "--redfish-port", PORT, "--fingerprints",
