@@ -42,13 +42,9 @@ LITERAL_SECRET_HINT = (
 
 
 class Model(BaseModel):
-    """Base for every config section: unknown keys are errors, values are frozen.
+    """Base for every config section: unknown keys are errors, values are frozen."""
 
-    ``defer_build``: a section's validator is built when a config is first validated, as
-    part of the site config's, not once per class at import (every kpc command imports this
-    module; building ~20 validators up front cost ~0.1 s of each command's start-up)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SecretRef(Model):

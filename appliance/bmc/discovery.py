@@ -481,17 +481,18 @@ def record(store: MachineStore, result: Discovery, now: float) -> dict[str, str]
     for the first time (a different one than pinned is reported, never replaced)."""
     pinned = {b.address: b.tls_fingerprint for b in store.list_bmcs()}
     notes: dict[str, str] = {}
-    for found in result.found:
-        store.record_bmc(
-            Bmc(
-                found.address,
-                ipmi_versions=found.ipmi_versions,
-                auth_types=found.auth_types,
-                iana=found.iana,
-                protocols=found.protocols,
-            ),
-            now,
+    bmcs = [
+        Bmc(
+            found.address,
+            ipmi_versions=found.ipmi_versions,
+            auth_types=found.auth_types,
+            iana=found.iana,
+            protocols=found.protocols,
         )
+        for found in result.found
+    ]
+    store.record_bmcs(bmcs, now)  # one commit (one fsync) for all, not one per BMC
+    for found in result.found:
         seen = found.redfish.fingerprint if found.redfish else None
         if seen is None:
             continue

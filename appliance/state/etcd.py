@@ -444,6 +444,10 @@ class EtcdStore(NamedTransitions):
 
         return self._update_bmc(bmc.address, change, now)
 
+    def record_bmcs(self, bmcs: Sequence[Bmc], now: float) -> list[Bmc]:
+        """One compare-and-swap per BMC (each its own key and revision)."""
+        return [self.record_bmc(bmc, now) for bmc in bmcs]
+
     def list_bmcs(self) -> list[Bmc]:
         prefix = self._k("bmc_macs/")
         with self._etcd():

@@ -440,31 +440,38 @@ class SqliteStore(NamedTransitions):
             _append(db, mac, EventKind.FORGOTTEN, {}, time.time())
 
     def record_bmc(self, bmc: Bmc, now: float) -> Bmc:
+        return self.record_bmcs([bmc], now)[0]
+
+    def record_bmcs(self, bmcs: Sequence[Bmc], now: float) -> list[Bmc]:
+        """Every BMC in one transaction: one flush to disk for a whole discovery."""
         with self._write() as db:
-            db.execute(
-                "INSERT INTO bmcs (address, ipmi_versions, auth_types, iana, first_seen, "
-                "last_seen, machine_mac, protocols) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(address) DO UPDATE SET ipmi_versions = excluded.ipmi_versions, "
-                "auth_types = excluded.auth_types, iana = COALESCE(excluded.iana, iana), "
-                "last_seen = excluded.last_seen, "
-                "machine_mac = COALESCE(excluded.machine_mac, machine_mac), "
-                "protocols = CASE WHEN excluded.protocols = '[]' THEN protocols "
-                "ELSE excluded.protocols END",
-                (
-                    bmc.address,
-                    json.dumps(list(bmc.ipmi_versions)),
-                    json.dumps(list(bmc.auth_types)),
-                    bmc.iana,
-                    now,
-                    now,
-                    bmc.machine_mac,
-                    json.dumps(list(bmc.protocols)),
-                ),
-            )
-            recorded = self._bmc_row(db, bmc.address)
-            assert recorded is not None
-            _append(db, recorded.machine_mac, EventKind.BMC, {"address": bmc.address}, now)
-            return recorded
+            return [self._upsert_bmc(db, bmc, now) for bmc in bmcs]
+
+    def _upsert_bmc(self, db: sqlite3.Connection, bmc: Bmc, now: float) -> Bmc:
+        db.execute(
+            "INSERT INTO bmcs (address, ipmi_versions, auth_types, iana, first_seen, "
+            "last_seen, machine_mac, protocols) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(address) DO UPDATE SET ipmi_versions = excluded.ipmi_versions, "
+            "auth_types = excluded.auth_types, iana = COALESCE(excluded.iana, iana), "
+            "last_seen = excluded.last_seen, "
+            "machine_mac = COALESCE(excluded.machine_mac, machine_mac), "
+            "protocols = CASE WHEN excluded.protocols = '[]' THEN protocols "
+            "ELSE excluded.protocols END",
+            (
+                bmc.address,
+                json.dumps(list(bmc.ipmi_versions)),
+                json.dumps(list(bmc.auth_types)),
+                bmc.iana,
+                now,
+                now,
+                bmc.machine_mac,
+                json.dumps(list(bmc.protocols)),
+            ),
+        )
+        recorded = self._bmc_row(db, bmc.address)
+        assert recorded is not None
+        _append(db, recorded.machine_mac, EventKind.BMC, {"address": bmc.address}, now)
+        return recorded
 
     def list_bmcs(self) -> list[Bmc]:
         def read(db: sqlite3.Connection) -> list[Bmc]:

@@ -84,6 +84,10 @@ class MachineStore(Protocol):
 
     def record_bmc(self, bmc: Bmc, now: float) -> Bmc: ...
 
+    def record_bmcs(self, bmcs: Sequence[Bmc], now: float) -> list[Bmc]:
+        """Several at once (a discovery's finds): as few commits as the backend allows."""
+        ...
+
     def list_bmcs(self) -> list[Bmc]: ...
 
     def record_bmc_inventory(

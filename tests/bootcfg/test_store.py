@@ -157,6 +157,14 @@ def test_bmc_records_upsert(store: SqliteStore) -> None:
     store.record_bmc(Bmc(address="10.0.0.9"), now=21.0)
     store.record_bmc(Bmc(address="10.0.0.100"), now=21.0)
     assert [x.address for x in store.list_bmcs()] == ["10.0.0.9", "10.0.0.10", "10.0.0.100"]
+    # a discovery's finds at once: new ones added, known ones updated the same way
+    batch = store.record_bmcs([Bmc("10.0.0.10", protocols=("ipmi",)), Bmc("10.0.0.11")], 30.0)
+    assert [(x.address, x.first_seen, x.last_seen) for x in batch] == [
+        ("10.0.0.10", 10.0, 30.0),
+        ("10.0.0.11", 30.0, 30.0),
+    ]
+    assert batch[0].machine_mac == MAC and batch[0].iana == 343
+    assert len(store.list_bmcs()) == 4
 
 
 def test_bmc_protocols_and_pinned_certificate(store: SqliteStore) -> None:
