@@ -5,7 +5,6 @@ signatures come from OpenSSH's own ssh-keygen."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from appliance.state.model import BootMode, MachineState
 from tests.bootcfg.conftest import MAC, DataDir
 from tests.bootcfg.server import Reply, Server
 from tests.conftest import require_tool
+from tests.nodekey import Node
 
 VICTIM = MAC
 OTHER = "52:54:00:00:00:02"
@@ -39,27 +39,6 @@ TARGET_IGN = """{
     "contents": {"source": {{ ("data:," ~ bootcfg_token) | json }}}}]}
 }
 """
-
-
-class Node:
-    """A machine's SSH host key pair, made and used with ssh-keygen."""
-
-    def __init__(self, directory: Path, name: str) -> None:
-        self.key = directory / f"{name}_ed25519"
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(self.key)],
-            check=True,
-        )
-        self.public = self.key.with_suffix(".pub").read_text().strip()
-
-    def sign(self, message: bytes, namespace: str = "kpc-checkin") -> str:
-        done = subprocess.run(
-            ["ssh-keygen", "-Y", "sign", "-q", "-f", str(self.key), "-n", namespace],
-            input=message,
-            capture_output=True,
-            check=True,
-        )
-        return "".join(done.stdout.decode().strip().splitlines()[1:-1])
 
 
 @pytest.fixture

@@ -6,6 +6,10 @@ and regained.
 What each client was told is logged (when it sent, what it got), and the registry is
 checked against that log: every acknowledged write is present, no update is lost, and no
 machine is sent into an install after its install-complete was acknowledged.
+
+The hosts run the default trust model (``bootcfg.node_auth: per-machine``): each machine
+reports its install with its own install token (read from the installer config a host
+served it) and its SSH host key, and signs every check-in with that key, as a real node does.
 """
 
 from __future__ import annotations
@@ -20,18 +24,21 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from appliance.bootcfg.server import checkin_message
 from appliance.drivers.etcd import EtcdClient
 from appliance.state.etcd import EtcdStore
 from appliance.state.model import BootMode, EventKind, MachineState
-from tests.conftest import REPO, wait_for
+from tests.conftest import REPO, require_tool, wait_for
+from tests.nodekey import Node
 from tests.state.etcd_cluster import EtcdCluster
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl op@site"
@@ -90,8 +97,13 @@ class Reply:
     retry_after: str | None = None
 
 
-def call(url: str, method: str = "GET", body: bytes | None = None) -> Reply:
-    request = urllib.request.Request(url, data=body, method=method)
+def call(
+    url: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
+    request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
     if body is not None:
         request.add_header("Content-Type", "application/json")
     try:
@@ -144,7 +156,7 @@ def hosts(cluster: EtcdCluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
         config = root / f"{name}.yaml"
         config.write_text(
             "provisioning: {interface: eth0, address: 198.18.0.1, subnet: 198.18.0.0/24}\n"
-            f"bootcfg: {{data_dir: {root / name}, port: 8080, node_auth: open}}\n"
+            f"bootcfg: {{data_dir: {root / name}, port: 8080}}\n"
             "os: {version: 3815.2.0}\n"
             f"paths: {{source_dir: {REPO}}}\n"
             f"state: {{backend: etcd, etcd: {{endpoints: [{', '.join(cluster.endpoints)}], "
@@ -167,6 +179,36 @@ def hosts(cluster: EtcdCluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
             host.stop()
 
 
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Node]:
+    """Each machine's SSH host key."""
+    require_tool("ssh-keygen")
+    directory = tmp_path_factory.mktemp("nodes")
+    return {mac: Node(directory, f"node{i}") for i, mac in enumerate(MACS)}
+
+
+def install_token(ignition: str) -> str:
+    """The install token in an installer config (the file the node sends it from)."""
+    files = json.loads(ignition)["storage"]["files"]
+    (source,) = [f["contents"]["source"] for f in files if f["path"] == "/etc/kpc/bootcfg-token"]
+    header = urllib.parse.unquote(str(source).removeprefix("data:,")).strip()
+    return header.removeprefix("Authorization: Bearer ")
+
+
+def completion(node: Node, token: str) -> tuple[bytes, dict[str, str]]:
+    """install-complete's body (the host key) and headers (the install token)."""
+    return json.dumps({"host_key": node.public}).encode(), {"Authorization": f"Bearer {token}"}
+
+
+def signed(node: Node, mac: str, body: bytes) -> dict[str, str]:
+    """A check-in's headers: now, signed with the machine's host key."""
+    when = int(time.time())
+    return {
+        "X-Kpc-Time": str(when),
+        "X-Kpc-Signature": node.sign(checkin_message(mac, when, body)),
+    }
+
+
 def _registry(cluster: EtcdCluster, hosts: list[Host]) -> EtcdStore:
     text = hosts[0].config.read_text()
     prefix = text.split("prefix: ", 1)[1].split("}", 1)[0]
@@ -174,7 +216,12 @@ def _registry(cluster: EtcdCluster, hosts: list[Host]) -> EtcdStore:
 
 
 def _until_answered(
-    log: Log, hosts: list[Host], path: str, method: str = "GET", body: bytes | None = None
+    log: Log,
+    hosts: list[Host],
+    path: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[Reply, float]:
     """Ask any host until one gives a final answer (not 503, not silence); returns the
     answer and when the successful request was sent."""
@@ -182,7 +229,7 @@ def _until_answered(
     while time.monotonic() < deadline:
         host = random.choice(hosts)
         sent = time.monotonic()
-        reply = call(host.url + path, method, body)
+        reply = call(host.url + path, method, body, headers)
         log.note(reply)
         if reply.status not in (0, 503):
             return reply, sent
@@ -190,9 +237,10 @@ def _until_answered(
     raise AssertionError(f"no host answered {method} {path} within 120 s")
 
 
-def _node(log: Log, hosts: list[Host], mac: str, index: int) -> None:
-    """One machine's life: PXE into the installer, report the install, boot locally, check
-    in a few times. Every step is retried on another host until one answers."""
+def _node(log: Log, hosts: list[Host], mac: str, index: int, node: Node) -> None:
+    """One machine's life: PXE into the installer, fetch its installer config (with its
+    install token), report the install, boot locally, check in a few times (signed). Every
+    step is retried on another host until one answers."""
     while True:
         reply, sent = _until_answered(log, hosts, f"/ipxe?mac={mac}")
         assert reply.status == 200, reply.text
@@ -200,7 +248,10 @@ def _node(log: Log, hosts: list[Host], mac: str, index: int) -> None:
             with log.lock:
                 log.installers.append((mac, sent))
             break
-    reply, _ = _until_answered(log, hosts, f"/install-complete?mac={mac}", "POST", b"")
+    reply, _ = _until_answered(log, hosts, f"/ignition?mac={mac}")
+    assert reply.status == 200, reply.text
+    body, headers = completion(node, install_token(reply.text))
+    reply, _ = _until_answered(log, hosts, f"/install-complete?mac={mac}", "POST", body, headers)
     assert reply.status == 200, reply.text
     with log.lock:
         log.completed[mac] = time.monotonic()
@@ -209,7 +260,8 @@ def _node(log: Log, hosts: list[Host], mac: str, index: int) -> None:
     for seq in range(CHECKINS):
         facts = {"hostname": f"node{index}", "address": f"198.18.0.{20 + index}", "seq": seq}
         body = json.dumps(facts).encode()
-        reply, _ = _until_answered(log, hosts, f"/checkin?mac={mac}", "POST", body)
+        headers = signed(node, mac, body)
+        reply, _ = _until_answered(log, hosts, f"/checkin?mac={mac}", "POST", body, headers)
         assert reply.status == 200, reply.text
         with log.lock:
             log.checkins.setdefault(mac, []).append(facts)
@@ -227,11 +279,13 @@ def _noise(log: Log, hosts: list[Host], stop: threading.Event) -> None:
                 log.installers.append((mac, sent))
 
 
-def test_two_hosts_under_a_storm_survive_kill_9(cluster: EtcdCluster, hosts: list[Host]) -> None:
+def test_two_hosts_under_a_storm_survive_kill_9(
+    cluster: EtcdCluster, hosts: list[Host], nodes: dict[str, Node]
+) -> None:
     log = Log()
     stop = threading.Event()
     nodes = [
-        threading.Thread(target=_node, args=(log, hosts, mac, i), name=f"node-{mac}")
+        threading.Thread(target=_node, args=(log, hosts, mac, i, nodes[mac]), name=f"node-{mac}")
         for i, mac in enumerate(MACS)
     ]
     noise = [threading.Thread(target=_noise, args=(log, hosts, stop)) for _ in range(3)]
@@ -289,13 +343,18 @@ def test_two_hosts_under_a_storm_survive_kill_9(cluster: EtcdCluster, hosts: lis
 
 
 def test_quorum_lost_refuses_writes_but_known_machines_still_boot(
-    cluster: EtcdCluster, hosts: list[Host]
+    cluster: EtcdCluster, hosts: list[Host], nodes: dict[str, Node]
 ) -> None:
     host = hosts[0]
     known, unknown = MACS[0], "52:54:00:15:00:ee"
+    node = nodes[known]
     # the machine is known and boots locally (after the storm test, or made so here)
-    reply = call(f"{host.url}/install-complete?mac={known}", "POST", b"")
-    assert reply.status == 200, reply.text
+    if INSTALLER in call(f"{host.url}/ipxe?mac={known}").text:
+        body, headers = completion(
+            node, install_token(call(f"{host.url}/ignition?mac={known}").text)
+        )
+        reply = call(f"{host.url}/install-complete?mac={known}", "POST", body, headers)
+        assert reply.status == 200, reply.text
     assert INSTALLER not in call(f"{host.url}/ipxe?mac={known}").text
 
     cluster.kill(1)
@@ -304,7 +363,13 @@ def test_quorum_lost_refuses_writes_but_known_machines_still_boot(
         facts = json.dumps({"hostname": "lost", "seq": 99}).encode()
         refused = wait_for(
             lambda: (
-                (r := call(f"{host.url}/checkin?mac={known}", "POST", facts)).status == 503 and r
+                (
+                    r := call(
+                        f"{host.url}/checkin?mac={known}", "POST", facts, signed(node, known, facts)
+                    )
+                ).status
+                == 503
+                and r
             ),
             60,
             "a check-in refused with 503",
@@ -335,7 +400,12 @@ def test_quorum_lost_refuses_writes_but_known_machines_still_boot(
         cluster.start(2)
     cluster.wait_healthy()
     wait_for(
-        lambda: call(f"{host.url}/checkin?mac={known}", "POST", facts).status == 200,
+        lambda: (
+            call(
+                f"{host.url}/checkin?mac={known}", "POST", facts, signed(node, known, facts)
+            ).status
+            == 200
+        ),
         60,
         "check-ins accepted again with quorum back",
     )
