@@ -17,11 +17,13 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from typer.testing import CliRunner
 
 from appliance.cli.main import app
+from appliance.lab.up import OVMF_CODE, OVMF_VARS
 from appliance.lab.vmspec import VmSpec, spec_to_json
 from tests.conftest import REPO, require_root, require_tool
 
@@ -192,16 +194,24 @@ def ipmi(directory: Path, address: str, *command: str) -> str:
     return out.stdout
 
 
-def isolated_vm(tmp_path: Path, name: str, tap: str, mac: str, memory_mib: int = 128) -> VmSpec:
-    """A BIOS lab server on an isolated tap (no bridge, nothing behind it) with an empty
-    64 MiB disk, its files in ``tmp_path``; its vm.json written there."""
+def isolated_vm(
+    tmp_path: Path,
+    name: str,
+    tap: str,
+    mac: str,
+    memory_mib: int = 128,
+    firmware: Literal["bios", "uefi"] = "bios",
+) -> VmSpec:
+    """A lab server on an isolated tap (no bridge, nothing behind it) with an empty 64 MiB
+    disk, its files in ``tmp_path``; its vm.json written there."""
+    uefi = firmware == "uefi"
     subprocess.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / "disk.qcow2"), "64M"], check=True
     )
     (tmp_path / "sercon.bin").write_bytes(b"\xf8\x03")
     spec = VmSpec(
         name=name,
-        firmware="bios",
+        firmware=firmware,
         memory_mib=memory_mib,
         mac=mac,
         netns=None,
@@ -210,7 +220,10 @@ def isolated_vm(tmp_path: Path, name: str, tap: str, mac: str, memory_mib: int =
         serial_log=tmp_path / "serial.log",
         qmp_socket=tmp_path / "qmp.sock",
         qemu_log=tmp_path / "qemu.log",
-        sercon=tmp_path / "sercon.bin",
+        sercon=None if uefi else tmp_path / "sercon.bin",
+        ovmf_code=OVMF_CODE if uefi else None,
+        ovmf_vars_template=OVMF_VARS if uefi else None,
+        ovmf_vars=tmp_path / "vars.fd" if uefi else None,
     )
     (tmp_path / "vm.json").write_text(spec_to_json(spec))
     return spec

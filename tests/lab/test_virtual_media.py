@@ -11,6 +11,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from typer.testing import CliRunner
@@ -32,7 +33,21 @@ runner = CliRunner()
 TAP = f"{NAME}m0"
 ADDRESS = "127.44.61.1"  # the simulated BMC, on loopback
 PORT = "8443"
-BOOTING = re.compile(r"Booting from (DVD/CD|Hard Disk|ROM)")
+# what the firmware says it boots: SeaBIOS, or OVMF's boot manager
+BOOTING = re.compile(
+    r"Booting from (DVD/CD|Hard Disk|ROM)"
+    r"|BdsDxe: (?:loading|failed to load) Boot\w+ \"UEFI (QEMU DVD-ROM|Misc|PXE)"
+)
+DEVICE = {"DVD/CD": "cd", "Hard Disk": "disk", "ROM": "network", "QEMU DVD-ROM": "cd",
+          "Misc": "disk", "PXE": "network"}  # fmt: skip
+
+
+def _boots(serial: Path, until: str | None = None) -> list[str]:
+    """The devices the firmware booted or tried, in order (up to ``until`` if given)."""
+    text = _text(serial)
+    if until is not None:
+        text = text.split(until, 1)[0]
+    return [DEVICE[a or b] for a, b in BOOTING.findall(text)]
 
 
 @pytest.fixture
@@ -56,10 +71,12 @@ def _cd_inserted(spec: VmSpec) -> bool:
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
 def test_a_server_boots_the_iso_from_virtual_media_without_dhcp(
     tmp_path: Path,
     tap: str,
     sims: Sims,  # noqa: F811
+    firmware: Literal["bios", "uefi"],
 ) -> None:
     lab_os = build_lab_os(UpRequest.cache)
     iso = build_media(lab_os)
@@ -69,7 +86,9 @@ def test_a_server_boots_the_iso_from_virtual_media_without_dhcp(
     bootcfg = Server(data, tmp_path / "bootcfg.db").start()
     url = f"{bootcfg.url}/assets/lab/{MEDIA_NAME}"
 
-    spec = isolated_vm(tmp_path, f"{NAME}-media", tap, "52:54:00:c6:12:f2", memory_mib=256)
+    spec = isolated_vm(
+        tmp_path, f"{NAME}-media", tap, "52:54:00:c6:12:f2", memory_mib=256, firmware=firmware
+    )
     fingerprints = str(tmp_path / "fp")
     sim = sims.start(
         ADDRESS, 1, "--protocol", "redfish", "--redfish-port", PORT, "--fingerprints",
@@ -81,8 +100,8 @@ def test_a_server_boots_the_iso_from_virtual_media_without_dhcp(
     result = runner.invoke(app, ["-c", str(config), "bmc", "power", "on", target, "--yes"], env=env)
     assert result.exit_code == 0, result.output
     serial = spec.serial_log
-    wait_for(lambda: BOOTING.findall(_text(serial)), 120, "the server's first boot (disk first)")
-    assert BOOTING.findall(_text(serial))[0] == "Hard Disk"
+    wait_for(lambda: _boots(serial), 120, "the server's first boot (disk first)")
+    assert _boots(serial)[0] == "disk"
     assert not _cd_inserted(spec)  # a CD drive, empty
     insert = ["-c", str(config), "bmc", "media", "insert", url, target, "--boot", "--yes", "--json"]
     result = runner.invoke(app, [*insert, "--dry-run"], env=env)
@@ -90,7 +109,6 @@ def test_a_server_boots_the_iso_from_virtual_media_without_dhcp(
     assert [e["action"] for e in sim.events() if e["action"] != "session"] == ["power_on"]
     assert not media_file(spec).exists() and not _cd_inserted(spec)
 
-    boots_before = len(BOOTING.findall(_text(serial)))
     result = runner.invoke(app, insert, env=env)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)[0]["result"].startswith("media inserted; Cd boot")
@@ -102,7 +120,7 @@ def test_a_server_boots_the_iso_from_virtual_media_without_dhcp(
 
     wait_for(booted_from_cd, 300, "the lab OS booted from the CD to say it runs")
     text = _text(serial)
-    assert BOOTING.findall(text)[boots_before] == "DVD/CD"
+    assert _boots(serial, until=MEDIA_MARK)[-1] == "cd"  # the kernel came from the CD
     assert MEDIA_MARK in text  # the kernel's command line: the CD's boot menu
     assert "network:" not in text.split(MEDIA_MARK, 1)[1]  # the OS never brought a NIC up
     # the probe powers the server off; the BMC sees it
