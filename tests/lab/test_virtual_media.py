@@ -7,8 +7,12 @@ the lab OS says on the console that it runs from the CD."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -26,7 +30,8 @@ from appliance.lab.vmspec import VmSpec, media_file
 from tests.bmc.conftest import PASSWORD, USER, Sims, sims, write_config  # noqa: F401
 from tests.bootcfg.server import Server
 from tests.conftest import require_root, require_tool, wait_for
-from tests.lab.conftest import NAME, isolated_vm
+from tests.lab.conftest import BMC_NET, BOOTCFG_PORT, NAME, isolated_vm, up_args
+from tests.lab.conftest import kpc as lab_kpc
 
 pytestmark = [pytest.mark.root, pytest.mark.qemu]
 runner = CliRunner()
@@ -143,3 +148,48 @@ def _off(spec: VmSpec) -> bool:
 
 def _text(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+@pytest.mark.timeout(900)
+def test_virtual_media_through_the_lab(lab_dir: Path, subreaper: None) -> None:
+    """The same through a lab made by 'kpc lab up --bmc redfish': its BMC (in the lab's BMC
+    namespace) fetches the ISO that 'lab up' placed in bootcfg's assets, from a bootcfg on
+    the deploy host's BMC-network link, the way a real BMC reaches the deploy host."""
+    up = lab_kpc(up_args(lab_dir, 1, "bios", bmc="redfish"))
+    assert up.code == 0, up.output
+    config = lab_dir / "kpc.yaml"
+    assert (lab_dir / "bootcfg" / "assets" / "lab" / MEDIA_NAME).is_file()
+    address = BMC_NET + "2"  # the deploy host on the BMC network
+    log = (lab_dir / "bootcfg-media.log").open("wb")
+    bootcfg = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "bootcfg", "serve", "--listen", address,
+         "--port", str(BOOTCFG_PORT), "--no-access-log"],
+        env={**os.environ, "KPC_CONFIG": str(config)}, stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        wait_for(
+            lambda: urllib.request.urlopen(f"http://{address}:{BOOTCFG_PORT}/healthz", timeout=2),
+            60,
+            "bootcfg on the BMC-network link",
+            alive=bootcfg,
+        )
+        url = f"http://{address}:{BOOTCFG_PORT}/assets/lab/{MEDIA_NAME}"
+        bmc = BMC_NET + "11"
+        dry = lab_kpc(["bmc", "media", "insert", url, bmc, "--boot", "--yes", "--dry-run"], config)
+        assert dry.code == 0 and "nothing is sent" in dry.output
+        serial = lab_dir / "servers" / "server1" / "serial.log"
+        assert _boots(serial) == []  # still powered off, never booted
+        insert = lab_kpc(["bmc", "media", "insert", url, bmc, "--boot", "--yes"], config)
+        assert insert.code == 0, insert.output
+        wait_for(
+            lambda: "kpc-labos: probe: the lab OS runs" in _text(serial),
+            300,
+            "server1 to boot the lab OS from its virtual CD",
+        )
+        assert _boots(serial, until=MEDIA_MARK) == ["cd"]  # its only boot: from the CD
+        eject = lab_kpc(["bmc", "media", "eject", bmc, "--yes"], config)
+        assert eject.code == 0, eject.output
+    finally:
+        bootcfg.terminate()
+        bootcfg.wait(20)
+        log.close()
