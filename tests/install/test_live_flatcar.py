@@ -1,32 +1,40 @@
-"""install-host on a live Flatcar-shaped server that has no Python: its refusals, for real.
+"""install-host for real: a live Flatcar-shaped server installs itself and boots the result.
 
 The server is a QEMU machine (TCG) with three disks: a 40 GiB disk to install to, a 4 GiB
 disk (too small for Flatcar) and the live media (an ISO 9660 image, attached read-only). It
 boots the lab's node OS (``kpc lab build-os``: Debian 13 shaped like Flatcar, the real
 Ignition, no Python) live, with the kernel arguments and Ignition config of the product's
-own rescue profile (``bootcfg.setup.seed_files``): the operator's key from Ignition, the
-root in RAM. Its only network is QEMU's user-mode stack with ``restrict=on``: SSH is
-forwarded from 127.0.0.1 and the guest's one reachable address, 10.0.2.100:80, is forwarded
-to an HTTP server on 127.0.0.1 that this test runs (the node OS release, signed, as on
-Flatcar's mirrors).
+own rescue profile (``bootcfg.setup.seed_files``): the operator's key in core's
+authorized_keys, the root in RAM. Its only network is QEMU's user-mode stack with
+``restrict=on``: SSH is forwarded from 127.0.0.1 and the guest's one reachable address,
+10.0.2.100:80, is forwarded to an HTTP server on 127.0.0.1 that this test runs (the node OS
+release, signed, as on Flatcar's mirrors).
 
-As an operator would: log in over SSH, copy kpc's executable (scp), and run
-``sudo -E ./kpc install-host --dry-run``: the too-small disk and the live media are refused
-with their reasons, the right disk is accepted, and nothing is written (the disk images are
-hashed before and after).
+As an operator would: log in over SSH with a pty, copy kpc's executable (scp), check the
+refusals with --dry-run (disks hashed before and after), run ``sudo -E ./kpc install-host``
+and type the answers; the node OS's own ``flatcar-install`` fetches, verifies and writes the
+image. Then the server boots from its disk, Ignition applies the deployhost config, and the
+test logs in again with the same key and checks what install-host promised.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import http.server
 import json
 import os
+import pty
+import re
+import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +44,7 @@ import pytest
 from appliance.bootcfg.setup import INITRD, KERNEL, seed_files
 from appliance.config import parse_config
 from appliance.keys import parse_line
+from appliance.services.units import systemd_services
 from tests.conftest import REPO, require_root, require_tool, wait_for
 from tests.install.conftest import sparse_digest
 from tests.install.test_binary import kpc_binary  # noqa: F401  (the session fixture)
@@ -47,6 +56,8 @@ GUEST_ADDRESS = "10.0.2.15"  # QEMU user networking's DHCP answer
 MEMORY_MIB = 3072
 BUILD_TIMEOUT = 3600
 BOOT_TIMEOUT = 900
+INSTALL_TIMEOUT = 1800
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 KPC = "sudo -E env COLUMNS=250 ./kpc"  # wide: a long refusal stays on one line
 SSH_OPTIONS = (
     "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -163,6 +174,11 @@ class Server:
                 self.proc.wait()
         self.proc = None
 
+    def wait_stopped(self, timeout: float) -> None:
+        assert self.proc is not None
+        self.proc.wait(timeout=timeout)
+        self.proc = None
+
 
 class Operator:
     """The operator's SSH client (OpenSSH), with the key the live server authorized."""
@@ -171,9 +187,9 @@ class Operator:
         self.key = key
         self.server = server
 
-    def _base(self) -> list[str]:
+    def _base(self, tty: bool = False) -> list[str]:
         argv = ["ssh", *SSH_OPTIONS, "-i", str(self.key), "-p", str(self.server.ssh_port)]
-        return [*argv, "-T", "core@127.0.0.1"]
+        return [*argv, "-tt" if tty else "-T", "core@127.0.0.1"]
 
     def run(self, command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -210,6 +226,43 @@ class Operator:
             timeout=600,
         )
 
+    def interactive(
+        self, command: str, answers: Sequence[tuple[str, str]], timeout: float
+    ) -> tuple[int, str]:
+        """Run ``command`` on a pty; type each answer when its prompt appears."""
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: become ssh, on a terminal as an operator's
+            argv = [*self._base(tty=True), command]
+            os.execvpe(argv[0], argv, {**os.environ, "TERM": "xterm"})
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+        output = b""
+        searched = 0  # the next prompt is looked for after the previous one
+        pending = list(answers)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                assert left > 0, f"{command!r} did not finish:\n{output.decode(errors='replace')}"
+                ready, _, _ = select.select([fd], [], [], min(left, 5))
+                if not ready:
+                    continue
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:  # EIO: the pty's other side closed
+                    break
+                if not data:
+                    break
+                output += data
+                text = ANSI.sub("", output.decode(errors="replace"))
+                while pending and pending[0][0] in text[searched:]:
+                    prompt, answer = pending.pop(0)
+                    searched = text.index(prompt, searched) + len(prompt)
+                    os.write(fd, answer.encode() + b"\r")
+        finally:
+            os.close(fd)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), ANSI.sub("", output.decode(errors="replace"))
+
 
 def _live_media(tmp_path: Path, node: NodeOs) -> Path:
     """An ISO 9660 image holding the live kernel and initramfs, like Flatcar's ISO."""
@@ -239,7 +292,17 @@ def test_refusals_and_dry_run_on_the_live_server(
     kpc_binary: Path,  # noqa: F811
     http_root: tuple[Path, int],
 ) -> None:
-    _live_server(tmp_path, node_os, kpc_binary, http_root)
+    _live_server(tmp_path, node_os, kpc_binary, http_root, install=False)
+
+
+@pytest.mark.timeout(5400)
+def test_live_server_installs_itself_and_boots_the_deploy_host(
+    tmp_path: Path,
+    node_os: NodeOs,
+    kpc_binary: Path,  # noqa: F811
+    http_root: tuple[Path, int],
+) -> None:
+    _live_server(tmp_path, node_os, kpc_binary, http_root, install=True)
 
 
 def _live_server(
@@ -247,6 +310,7 @@ def _live_server(
     node_os: NodeOs,
     kpc_binary: Path,  # noqa: F811
     http_root: tuple[Path, int],
+    install: bool,
 ) -> None:
     require_tool("qemu-system-x86_64", "socat", "ssh", "scp", "ssh-keygen", "xorriso")
     www, http_port = http_root
@@ -287,6 +351,7 @@ def _live_server(
     try:
         server.start(release / KERNEL, release / INITRD, " ".join(args))
         operator.wait_for_login(BOOT_TIMEOUT)
+        started = time.monotonic()
 
         # Bring kpc the documented way and put the site config in place.
         operator.copy(kpc_binary, "kpc")
@@ -312,5 +377,50 @@ def _live_server(
         assert "would run: flatcar-install -d /dev/vda -C stable" in dry.stdout
         assert f"-b http://{GUEST_HTTP}/flatcar" in dry.stdout
         assert {p: sparse_digest(p) for p in (target, small)} == digests
+        if not install:
+            return
+
+        # The real thing, typed at a terminal.
+        code, out = operator.interactive(
+            "sudo -E ./kpc install-host",
+            [("Disk to install to (vda)", "vda"), ("Type vda to erase it and install", "vda")],
+            INSTALL_TIMEOUT,
+        )
+        assert code == 0, out
+        assert "signature verified" in out  # the node OS's flatcar-install checked the image
+        assert "Installed to /dev/vda." in out
+        assert sparse_digest(small) == digests[small], "the small disk was written"
+        operator.run("sudo systemctl poweroff", timeout=60)
+        server.wait_stopped(300)
+
+        # First boot from the disk: Ignition applies the deployhost config.
+        server.start()
+        operator.wait_for_login(BOOT_TIMEOUT)
+        elapsed = time.monotonic() - started
+        print(f"\nbenchmark: live login -> installed deploy host answering SSH: {elapsed:.0f} s")
+
+        same = operator.run("cat /etc/kpc/kpc.yaml; findmnt -n -o SOURCE /")
+        assert same.returncode == 0, same
+        assert same.stdout.startswith(config_text), same.stdout
+        valid = operator.run("/opt/bin/kpc --config /etc/kpc/kpc.yaml config validate")
+        assert valid.returncode == 0, valid.stdout + valid.stderr
+        for service in systemd_services(config):
+            unit = f"{service['name']}.service"
+            shown = operator.run(f"systemctl is-enabled {unit}; systemctl cat {unit} | head -3")
+            assert shown.stdout.startswith("enabled"), (unit, shown.stdout, shown.stderr)
+            operator.run(f"sudo systemctl start --no-block {unit}")
+        for service in systemd_services(config):
+            unit = f"{service['name']}.service"
+
+            def explained(unit: str = unit) -> str | None:
+                state = operator.run(f"systemctl is-active {unit}").stdout.strip()
+                if state == "active":
+                    return "active"
+                log = operator.run(f"sudo journalctl -b -u {unit} --no-pager").stdout
+                return log if "is missing" in log else None
+
+            said = wait_for(explained, 300, f"{unit} to start or say what is missing", 5)
+            if said != "active":
+                assert "kpc images build" in str(said), said
     finally:
         server.stop()

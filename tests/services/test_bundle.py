@@ -111,6 +111,13 @@ def test_a_bundle_carries_the_images_and_the_kolla_set_to_the_registry(
         assert {i["kolla"] for i in manifest["images"] if i["kolla"]} == set(kolla)
         intact = kpc(config, "images", "load", "--check", str(bundle))
         assert intact.exit_code == 0 and "intact, 11 image(s)" in intact.output, intact.output
+        # compressed, the Kolla set alone: docker load reads the gzip'ed archive itself
+        gzipped = tmp_path / "kolla.tar"
+        made = kpc(config, "images", "save", str(gzipped), "--kolla-only", "--gzip")
+        assert made.exit_code == 0, made.output
+        with tarfile.open(gzipped) as tar:
+            assert tar.getnames() == ["kpc-images.json", "images.tar.gz"]
+        assert kpc(config, "images", "load", "--check", str(gzipped)).exit_code == 0
         again = kpc(config, "images", "save", str(bundle), *SERVICES)
         assert again.exit_code == 2 and "already exists" in again.output
 
@@ -148,6 +155,13 @@ def test_a_bundle_carries_the_images_and_the_kolla_set_to_the_registry(
         second = kpc(config, "images", "load", str(bundle))
         assert second.exit_code == 0, second.output
         assert f"pushed {len(kolla)} Kolla image(s)" in second.output
+        for ref in kolla.values():
+            docker("image", "rm", "--no-prune", ref)
+        from_gzip = kpc(config, "images", "load", "--no-push", str(gzipped))
+        assert from_gzip.exit_code == 0, from_gzip.output
+        assert {ref: image_id(ref) for ref in kolla.values()} == {
+            ref: expected[ref] for ref in kolla.values()
+        }
         tag = image_tag(parse_config(yaml.safe_dump(data)))
         for name in kolla:
             url = f"http://{registry}/v2/openstack.kolla/{name}/tags/list"
