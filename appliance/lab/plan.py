@@ -37,6 +37,8 @@ SITE_NET = ipaddress.IPv4Network("198.18.0.0/24")
 BMC_NET = ipaddress.IPv4Network("198.18.1.0/24")
 DEFAULT_NAME = "kpcl"
 MAX_SERVERS = 64
+# A Kolla control node holding keystone, MariaDB and their images needs several GiB.
+MAX_MEMORY_MIB = 16384
 BMC_HOST_OFFSET = 10  # server i's BMC is .(10 + i)
 DHCP_FIRST, DHCP_LAST = 100, 199
 MAX_NETWORK = 127
@@ -154,6 +156,7 @@ class LabPlan:
         raise UsageError(f"the lab has no server {key!r} (it has {names})")
 
 
+
 def firmware_for(index: int, choice: FirmwareChoice) -> Firmware:
     """``mixed``: odd servers BIOS, even servers UEFI (so 2+ servers cover both)."""
     if choice == "mixed":
@@ -199,8 +202,10 @@ def make_plan(
         )
     if not 1 <= nodes <= MAX_SERVERS:
         raise UsageError(f"--nodes must be between 1 and {MAX_SERVERS} (got {nodes})")
-    if not 192 <= memory_mib <= 4096:
-        raise UsageError(f"--memory must be between 192 and 4096 MiB (got {memory_mib})")
+    if not 192 <= memory_mib <= MAX_MEMORY_MIB:
+        raise UsageError(
+            f"--memory must be between 192 and {MAX_MEMORY_MIB} MiB (got {memory_mib})"
+        )
     site_net, bmc_net = lab_networks(network)
     servers = tuple(
         Server(
