@@ -130,7 +130,12 @@ def site_config(
         "kolla": {
             "services": "minimal",
             "internal_vip": str(plan.site_net.network_address + LAB_VIP),
-            "roles": {"first": 1},
+            # one server holds every role (kpc wants a machine in each of kolla's groups)
+            "roles": {"first": 1}
+            if len(plan.servers) > 1
+            else {"first": 1, "first_groups": ["control", "network", "compute", "monitoring"]},
+            # the lab's own kolla config (globals, inventory, passwords), not the host's
+            "config_dir": str(directory / "kolla"),
         },
         "ssh": {"user": "core", "private_key": str(ssh_private_key)},
         "paths": {

@@ -82,6 +82,25 @@ def test_site_config_is_accepted_by_kpc(tmp_path: Path) -> None:
     assert config.bmc.networks == [ipaddress.IPv4Network("198.18.1.0/24")]
     assert config.bootcfg.data_dir == tmp_path / "bootcfg"
     assert config.web.serial_logs == tmp_path / "servers"
+    # the lab's kolla files stay in the lab; two servers: control on the first only
+    assert config.kolla.config_dir == tmp_path / "kolla"
+    assert config.kolla.roles.first == 1
+    assert config.kolla.roles.first_groups == ["control", "network", "monitoring"]
+    one = parse_config(
+        render.site_config(
+            make_plan(1),
+            directory=tmp_path,
+            bmc_user="admin",
+            bmc_password_file=tmp_path / "bmc-password",
+            ssh_private_key=tmp_path / "ssh" / "id_ed25519",
+            bootcfg_port=8080,
+            registry_port=5000,
+            services_prefix="kpclab",
+        ),
+        "lab.yaml",
+    )
+    # one server holds every role kpc requires a machine for (compute included)
+    assert "compute" in one.kolla.roles.first_groups
 
 
 def _spec(tmp_path: Path, firmware: str) -> VmSpec:
