@@ -79,6 +79,13 @@ def test_bad_and_duplicate_hostnames_fall_back_to_the_mac() -> None:
     assert "share the hostname 'same'" in result.warnings[0]
 
 
+def test_localhost_is_no_hostname() -> None:
+    # a node without a hostname of its own says "localhost": in an Ansible inventory that
+    # name is the deploy host itself
+    result = assign_roles([machine(1, hostname="localhost")], site(kolla={"roles": {"first": 1}}))
+    assert [h.name for h in result.hosts] == ["node-525400000001"]
+
+
 def test_validate_vip_rules() -> None:
     machines = [machine(n) for n in range(1, 5)]
     for vip, expected in [
