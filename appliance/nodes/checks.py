@@ -71,7 +71,7 @@ s os; cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>&1; e $?
 s python; {{ python3 --version || python --version; }} 2>&1; e $?
 s docker-client; docker --version 2>&1; e $?
 s docker-server; $T docker version --format '{{{{.Server.Version}}}}' 2>&1; e $?
-s disk; df -Pk / 2>&1; e $?
+s disk; d=/var/lib/docker; [ -d "$d" ] || d=/; df -Pk "$d" 2>&1; e $?
 """
 
 CLOCK_READY = "kpc-clock-ready"
@@ -220,7 +220,8 @@ def check_docker(client: Section | None, server: Section | None, policy: Policy)
 
 
 def check_disk(section: Section | None, policy: Policy) -> CheckResult:
-    """``df -Pk /``: POSIX format, sizes in 1024-byte blocks."""
+    """``df -Pk`` of Docker's data directory (where Kolla's images go; ``/`` when there is
+    none yet): POSIX format, sizes in 1024-byte blocks."""
     if section is None:
         return _missing(Check.DISK, policy, "free space")
     rows = [line.split() for line in section.output.splitlines() if line.strip()]
@@ -234,12 +235,17 @@ def check_disk(section: Section | None, policy: Policy) -> CheckResult:
         )
     row = data_rows[-1]
     total, free = int(row[1]) * 1024, int(row[3]) * 1024
+    where = row[5]  # the mount point that holds it
     data = {"free_bytes": free, "total_bytes": total}
     summary = format_bytes(free)
     if free < policy.min_free_bytes:
         need = format_bytes(policy.min_free_bytes)
         return _failed(
-            Check.DISK, policy, summary, f"only {format_bytes(free)} free on /, need {need}", data
+            Check.DISK,
+            policy,
+            summary,
+            f"only {format_bytes(free)} free on {where}, need {need}",
+            data,
         )
     return CheckResult(Check.DISK, Status.OK, summary, data=data)
 

@@ -151,6 +151,9 @@ def test_disk_check() -> None:
     small = check_disk(Section(BUSYBOX_DF, 0), POLICY)
     assert small.status is Status.FAIL
     assert "116.8 MiB free on /, need 20.0 GiB" in small.detail
+    # Docker's own file system (a node whose /var/lib/docker is a disk of its own) is named
+    docker_df = BUSYBOX_DF.replace("rootfs ", "/dev/vda").replace("% /", "% /var/lib/docker")
+    assert "free on /var/lib/docker, need" in check_disk(Section(docker_df, 0), POLICY).detail
     relaxed = check_disk(Section(BUSYBOX_DF, 0), Policy(min_free_bytes=GIB // 10))
     assert relaxed.status is Status.OK
     broken = check_disk(Section("df: /: No such file", 1), POLICY)
