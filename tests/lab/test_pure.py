@@ -85,6 +85,7 @@ def test_site_config_is_accepted_by_kpc(tmp_path: Path) -> None:
     # the lab's kolla files stay in the lab; two servers: control on the first only
     assert config.kolla.config_dir == tmp_path / "kolla"
     assert config.kolla.roles.first == 1
+    assert config.kolla.globals == {"prechecks_enable_host_ntp_checks": False}
     assert config.kolla.roles.first_groups == ["control", "network", "monitoring"]
     one = parse_config(
         render.site_config(
