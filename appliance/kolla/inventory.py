@@ -23,7 +23,8 @@ from appliance.naming import fallback_name, inventory_name
 from appliance.state.model import Machine, MachineState
 
 # Where kpc's Flatcar preparation puts a Python with the Docker SDK and dbus-python.
-FLATCAR_PYTHON = "/opt/kpc/python/bin/python3"
+FLATCAR_VENV = "/opt/kpc/python"
+FLATCAR_PYTHON = f"{FLATCAR_VENV}/bin/python3"
 FLATCAR_GROUP = "flatcar"
 SECTION_RE = re.compile(r"^\s*\[([^\]]+)\]\s*$")
 BAREMETAL_CHILDREN = "baremetal:children"
@@ -294,6 +295,9 @@ def render_inventory(
     out.append("")
     out.append(f"[{FLATCAR_GROUP}:vars]")
     out.append(f"ansible_python_interpreter={FLATCAR_PYTHON}")
+    # kolla's playbook group_vars/baremetal set ansible_python_interpreter again, over the
+    # inventory's group vars, from 'virtualenv' (else the gathered python): kolla's own hook
+    out.append(f"virtualenv={FLATCAR_VENV}")
     out.append("prechecks_enable_host_os_checks=false")
     out.append("")
     out.append("# ---- below: kolla-ansible's service groups, unchanged ----")

@@ -180,6 +180,7 @@ node1
 
 [flatcar:vars]
 ansible_python_interpreter={FLATCAR_PYTHON}
+virtualenv=/opt/kpc/python
 prechecks_enable_host_os_checks=false
 
 # ---- below: kolla-ansible's service groups, unchanged ----
