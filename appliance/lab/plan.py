@@ -156,7 +156,6 @@ class LabPlan:
         raise UsageError(f"the lab has no server {key!r} (it has {names})")
 
 
-
 def firmware_for(index: int, choice: FirmwareChoice) -> Firmware:
     """``mixed``: odd servers BIOS, even servers UEFI (so 2+ servers cover both)."""
     if choice == "mixed":
