@@ -12,7 +12,7 @@ files=$nodeos/files
 PACKAGES=(
     linux-image-cloud-amd64 systemd systemd-sysv udev dbus systemd-timesyncd systemd-resolved
     dracut dracut-network ignition docker.io openssh-server sudo
-    docker-cli curl jq fdisk e2fsprogs gpgv bzip2 zstd iproute2 kmod procps less policycoreutils
+    docker-cli pigz curl jq fdisk e2fsprogs gpgv bzip2 zstd iproute2 kmod procps less policycoreutils
 )
 step() { printf 'build-os: %s\n' "$*"; }
 in_root() { chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
