@@ -11,7 +11,7 @@ import pytest
 
 from appliance.errors import ConfigError, UsageError
 from appliance.lab import osimage, render
-from appliance.lab.plan import LAB_RANGE, make_plan, plan_from_dict, plan_to_dict
+from appliance.lab.plan import LAB_RANGE, LabPlan, make_plan, plan_from_dict, plan_to_dict
 from appliance.lab.vmspec import VmSpec, load_spec, qemu_argv, spec_to_json
 from tests.conftest import require_root, require_tool
 
@@ -62,11 +62,8 @@ def test_nft_ruleset_is_valid_and_names_both_links() -> None:
     assert check.returncode == 0, check.stderr
 
 
-def test_site_config_is_accepted_by_kpc(tmp_path: Path) -> None:
-    from appliance.config import parse_config
-
-    plan = make_plan(2)
-    text = render.site_config(
+def _site_config(plan: LabPlan, tmp_path: Path) -> str:
+    return render.site_config(
         plan,
         directory=tmp_path,
         bmc_user="admin",
@@ -76,7 +73,12 @@ def test_site_config_is_accepted_by_kpc(tmp_path: Path) -> None:
         registry_port=5000,
         services_prefix="kpclab",
     )
-    config = parse_config(text, "lab.yaml")
+
+
+def test_site_config_is_accepted_by_kpc(tmp_path: Path) -> None:
+    from appliance.config import parse_config
+
+    config = parse_config(_site_config(make_plan(2), tmp_path), "lab.yaml")
     assert config.provisioning.interface == "kpclab0"
     assert config.provisioning.address == ipaddress.IPv4Address("198.18.0.2")
     assert config.bmc.networks == [ipaddress.IPv4Network("198.18.1.0/24")]
@@ -87,19 +89,7 @@ def test_site_config_is_accepted_by_kpc(tmp_path: Path) -> None:
     assert config.kolla.roles.first == 1
     assert config.kolla.globals == {"prechecks_enable_host_ntp_checks": False}
     assert config.kolla.roles.first_groups == ["control", "network", "monitoring"]
-    one = parse_config(
-        render.site_config(
-            make_plan(1),
-            directory=tmp_path,
-            bmc_user="admin",
-            bmc_password_file=tmp_path / "bmc-password",
-            ssh_private_key=tmp_path / "ssh" / "id_ed25519",
-            bootcfg_port=8080,
-            registry_port=5000,
-            services_prefix="kpclab",
-        ),
-        "lab.yaml",
-    )
+    one = parse_config(_site_config(make_plan(1), tmp_path), "lab.yaml")
     # one server holds every role kpc requires a machine for (compute included)
     assert "compute" in one.kolla.roles.first_groups
 
