@@ -8,14 +8,18 @@ run there against loop devices, and the disks are hashed before and after.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import shlex
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from appliance.images.bundle import ARCHIVE, MANIFEST, BundledImage, Manifest
 from tests.conftest import REPO, require_docker, require_root, require_tool
 from tests.install.conftest import Loop, sh
 
@@ -153,3 +157,27 @@ def test_refusals_on_the_live_host(loops: Callable[..., Loop], live_root: Path) 
             assert loop.digest() == digests[loop.device]
     finally:
         sh("umount", str(point))
+
+
+def test_the_executable_checks_an_image_bundle(live_root: Path) -> None:
+    """Step 2 of the real-rack workflow starts here: the bundle is checked where no Python is
+    (the load itself needs the engine; tests/services/test_bundle.py runs it)."""
+    payload = b"a docker save archive stands here\n" * 1000
+    manifest = Manifest(
+        kpc_version="0.1.0",
+        created="2026-11-29T00:00:00Z",
+        archive_size=len(payload),
+        archive_sha256="sha256:" + hashlib.sha256(payload).hexdigest(),
+        kolla_tag=None,
+        images=(BundledImage("kpc/registry:latest", "sha256:" + "0" * 64),),
+    )
+    for name, body in (("good.tar", payload), ("bad.tar", payload[:-1] + b"?")):
+        with tarfile.open(live_root / "root" / name, "w") as tar:
+            for member, data in ((MANIFEST, manifest.to_json().encode()), (ARCHIVE, body)):
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    code, out = _chroot(live_root, "/root/kpc images load --check /root/good.tar")
+    assert code == 0 and "/root/good.tar: intact, 1 image(s), made by kpc 0.1.0" in out, out
+    code, out = _chroot(live_root, "/root/kpc images load --check /root/bad.tar")
+    assert code == 1 and "images.tar is damaged" in out, out
