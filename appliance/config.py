@@ -286,7 +286,7 @@ class Kolla(Model):
     services: Literal["minimal", "core"] = "core"
     base_distro: Literal["debian", "ubuntu", "rocky", "centos"] = "debian"
     internal_vip: IPv4Address | None = None
-    network_interface: str = "eth0"
+    network_interface: str = "eth0"  # per host from its facts; this where they name none
     neutron_external_interface: str = "eth1"
     config_dir: Path = Path("/etc/kpc/kolla")
     ssh_user: str = "core"

@@ -40,7 +40,8 @@ def render_globals(config: SiteConfig) -> dict[str, Any]:
         "kolla_base_distro": kolla.base_distro,
         "openstack_release": kolla.release,
         "kolla_internal_vip_address": str(kolla.internal_vip) if kolla.internal_vip else None,
-        "network_interface": kolla.network_interface,
+        # network_interface is per host, in the inventory (the NIC that holds the node's
+        # address): globals.yml is passed as extra vars and would override it on every host
         "neutron_external_interface": kolla.neutron_external_interface,
         # Nodes pull from the deploy host's registry; 'kpc registry mirror' fills it.
         "docker_registry": registry_endpoint(config),

@@ -39,7 +39,7 @@ class Host:
     address: str
     groups: tuple[str, ...]
     flatcar: bool
-    interface: str | None = None  # the NIC that carries ``address``, from the facts
+    interface: str | None = None  # the NIC that carries ``address`` (facts, else the site's)
 
 
 def interface_of(machine: Machine, address: str) -> str | None:
@@ -128,7 +128,8 @@ def assign_roles(machines: Iterable[Machine], config: SiteConfig) -> Assignment:
                 address,
                 groups,
                 is_flatcar(machine),
-                interface_of(machine, address),
+                # per host: globals.yml (extra vars, above every inventory var) has none
+                interface_of(machine, address) or config.kolla.network_interface,
             )
         )
     return Assignment(tuple(hosts), tuple(warnings))

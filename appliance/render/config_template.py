@@ -164,7 +164,7 @@ kolla:
   services: {s(kolla.services)}
   base_distro: {s(kolla.base_distro)}    # debian, ubuntu, rocky or centos
   # internal_vip: 10.101.0.250    # an unused address on the management network
-  network_interface: {s(kolla.network_interface)}    # the nodes' management interface
+  network_interface: {s(kolla.network_interface)}    # management NIC of nodes whose facts name none
   neutron_external_interface: {s(kolla.neutron_external_interface)}    # provider network NIC
   # config_dir: {s(str(kolla.config_dir))}
   # ssh_user: {s(kolla.ssh_user)}

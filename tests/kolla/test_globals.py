@@ -23,7 +23,7 @@ def test_globals_exact() -> None:
         "kolla_base_distro": "debian",
         "openstack_release": "2026.2",
         "kolla_internal_vip_address": "10.0.0.250",
-        "network_interface": "ens3",
+        # no network_interface: it is per host, in the inventory
         "neutron_external_interface": "ens4",
         "docker_registry": "10.0.0.2:5001",
         "docker_registry_insecure": True,
