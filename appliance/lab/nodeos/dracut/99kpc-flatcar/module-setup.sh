@@ -7,7 +7,7 @@
 #  - PXE boot (no root= argument): the root is the squashfs inside the initramfs under a
 #    tmpfs overlay, like Flatcar's PXE image.
 #  - first boot from disk: the config flatcar-install put in the OEM partition becomes
-#    /usr/lib/ignition/user.ign; after Ignition succeeds the first_boot flag on the EFI
+#    /usr/lib/ignition/user.ign (a link to /run/kpc/user.ign, written at boot); after Ignition succeeds the first_boot flag on the EFI
 #    system partition is removed (GRUB passes flatcar.first_boot=detected while it exists).
 
 check() {
@@ -30,6 +30,10 @@ install() {
     inst_simple "$moddir/kpc-oem-config.service" "$systemdsystemunitdir/kpc-oem-config.service"
     inst_simple "$moddir/kpc-first-boot-done.service" \
         "$systemdsystemunitdir/kpc-first-boot-done.service"
+    inst_simple "$moddir/kpc-oem-device.conf" \
+        "$systemdsystemunitdir/dev-disk-by\\x2dlabel-OEM.device.d/kpc.conf"
+    mkdir -p "$initdir/usr/lib/ignition"
+    ln -sfn /run/kpc/user.ign "$initdir/usr/lib/ignition/user.ign"
     inst_simple "$moddir/kpc-journald-console.conf" /etc/systemd/journald.conf.d/kpc-console.conf
     inst_hook cmdline 90 "$moddir/parse-kpc-live.sh"
     hostonly='' instmods squashfs overlay loop vfat nls_cp437 nls_ascii nls_utf8 ext4 \
