@@ -329,6 +329,11 @@ class Services(Model):
 
     prefix: str = Field(default="kpc", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     health_timeout: float = Field(default=60.0, gt=0)
+    # None: dnsmasq (and web) on the host's network, bootcfg and the registry on Docker's
+    # bridge with published ports. ``container:NAME``: every service shares the network
+    # namespace of container NAME (a deploy host living in its own namespace, like the lab's
+    # second one); nothing is published, each service listens there on its own port.
+    network: str | None = Field(default=None, pattern=r"^container:[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 
 class Ssh(Model):
@@ -423,6 +428,8 @@ EXPECTATIONS: Mapping[tuple[str, ...], str] = {
     ("os", "version"): "'host' (the same as this deploy host), 'current', or a release like "
     "3975.2.0",
     ("services", "prefix"): "lower-case letters, digits, '.', '_' or '-' (like kpc)",
+    ("services", "network"): "container:NAME (the container whose network namespace the "
+    "services share), or leave it out",
 }
 
 

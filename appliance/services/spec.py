@@ -75,7 +75,7 @@ def dnsmasq_spec(config: SiteConfig) -> ContainerSpec:
         name=container_name(config, "dnsmasq"),
         image=image_ref(config, "dnsmasq"),
         command=tuple(as_args(options)),
-        network="host",
+        network=config.services.network or "host",
         cap_add=("NET_ADMIN",),
         health=_health(f"timeout 3 busybox tftp -g -r {BIOS_LOADER} -l /dev/null {prov.address}"),
         labels=_labels(config, "dnsmasq"),
@@ -130,13 +130,20 @@ def bootcfg_spec(
         name=container_name(config, "bootcfg"),
         image=image_ref(config, "bootcfg"),
         command=tuple(command),
-        ports=(PortMap(str(config.bootcfg.listen), port, port),),
+        network=config.services.network,
+        ports=_published(config, PortMap(str(config.bootcfg.listen), port, port)),
         mounts=(*mounts, *secret_mounts),
         secret_env=secret_env,
         health=_health(_wget(f"http://127.0.0.1:{port}/healthz")),
         # bootcfg reads the whole site config at start: any change restarts it
         labels=_labels(config, "bootcfg", **{LABEL_SITE: site_config_hash(config)}),
     )
+
+
+def _published(config: SiteConfig, port: PortMap) -> tuple[PortMap, ...]:
+    """A port published on the host, unless the services share a container's namespace
+    (``services.network``), where Docker publishes nothing: the service listens there."""
+    return () if config.services.network is not None else (port,)
 
 
 def _etcd_parts(config: SiteConfig) -> tuple[list[SecretRef | None], list[Mount]]:
@@ -181,7 +188,7 @@ def web_spec(config: SiteConfig, config_file: Path) -> ContainerSpec:
         name=container_name(config, "web"),
         image=image_ref(config, "bootcfg"),
         command=("--config", CONFIG_IN_CONTAINER, "web"),
-        network="host",
+        network=config.services.network or "host",
         mounts=(*mounts, *secret_mounts),
         secret_env=secret_env,
         health=_health(_wget(f"http://{listen}:{web_config.port}/healthz")),
@@ -199,12 +206,18 @@ def registry_spec(config: SiteConfig) -> ContainerSpec:
             hint="remove them from the registry section (the registry serves plain HTTP)",
         )
     host_ip = str(registry.address) if registry.address is not None else "0.0.0.0"
+    shared = config.services.network is not None
     return ContainerSpec(
         name=container_name(config, "registry"),
         image=image_ref(config, "registry"),
-        ports=(PortMap(host_ip, registry.port, REGISTRY_PORT),),
+        network=config.services.network,
+        # in a shared namespace nothing is published: the registry listens on its own port
+        env=(("REGISTRY_HTTP_ADDR", f":{registry.port}"),) if shared else (),
+        ports=_published(config, PortMap(host_ip, registry.port, REGISTRY_PORT)),
         mounts=(Mount(registry.storage, REGISTRY_STORAGE),),
-        health=_health(_wget(f"http://127.0.0.1:{REGISTRY_PORT}/v2/")),
+        health=_health(
+            _wget(f"http://127.0.0.1:{registry.port if shared else REGISTRY_PORT}/v2/")
+        ),
         labels=_labels(config, "registry"),
     )
 

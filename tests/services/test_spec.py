@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from appliance.config import SiteConfig, parse_config
+from appliance.config import SiteConfig, load_config, parse_config
 from appliance.drivers.docker import ContainerInfo
 from appliance.errors import ConfigError, DockerError, UsageError
 from appliance.services.health import judge
@@ -261,3 +261,36 @@ def test_purge_empties_a_data_directory(tmp_path: Path) -> None:
     (data / "link").symlink_to(tmp_path)  # a symlink is removed, never followed
     purge_data(data)
     assert not data.exists() and tmp_path.exists()
+
+
+def test_services_network_puts_every_service_into_one_namespace(tmp_path: Path) -> None:
+    """services.network: container:NAME joins every service to that container's network
+    namespace and publishes nothing (Docker cannot publish ports there)."""
+    config = _shared_config(tmp_path, "container:kpc-h2-netns")
+    specs = service_specs(config, tmp_path / "kpc.yaml")
+    assert {s.network for s in specs.values()} == {"container:kpc-h2-netns"}
+    assert all(s.ports == () for s in specs.values())
+    assert dict(specs["registry"].env)["REGISTRY_HTTP_ADDR"] == ":5000"
+    default = service_specs(_shared_config(tmp_path, None), tmp_path / "kpc.yaml")
+    assert default["dnsmasq"].network == "host" and default["bootcfg"].network is None
+    assert default["bootcfg"].ports and default["registry"].env == ()
+
+
+def test_services_network_must_name_a_container(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        _shared_config(tmp_path, "host")
+    problem = " ".join(err.value.problems)
+    assert "services.network" in problem and "container:NAME" in problem, problem
+
+
+def _shared_config(tmp_path: Path, network: str | None) -> SiteConfig:
+    text = (
+        "provisioning: {interface: site0, address: 198.18.0.3, subnet: 198.18.0.0/24}\n"
+        f"bootcfg: {{data_dir: {tmp_path / 'data'}}}\n"
+        f"registry: {{storage: {tmp_path / 'reg'}}}\n"
+    )
+    if network is not None:
+        text += f"services: {{network: '{network}'}}\n"
+    path = tmp_path / "shared.yaml"
+    path.write_text(text)
+    return load_config(path)
