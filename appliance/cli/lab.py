@@ -141,6 +141,13 @@ def up(
     accel: str = typer.Option(
         "tcg", "--accel", help="tcg, kvm, or auto (KVM only if a test boot under KVM works)."
     ),
+    deploy_hosts: int = typer.Option(
+        1,
+        "--deploy-hosts",
+        help="2: a second deploy host in its own namespace (own dnsmasq and bootcfg, "
+        "'kpc up' with DIR/kpc-2.yaml) and a 3-member etcd cluster both hosts' configs use "
+        "(state.backend: etcd). Needs the base image (kpc images base).",
+    ),
     flatcar_assets: Path | None = typer.Option(
         None,
         "--flatcar-assets",
@@ -180,6 +187,7 @@ def up(
         accel=accel,
         flatcar_assets=flatcar_assets or DEFAULT_FLATCAR_ASSETS,
         bmc="redfish" if bmc == "redfish" else "mixed" if bmc == "mixed" else "ipmi",
+        deploy_hosts=deploy_hosts,
     )
     say = _progress(c)
 
@@ -200,6 +208,11 @@ def up(
         f"{plan.host_site_link}, BMC network {plan.bmc_net} on {plan.host_bmc_link}.\n"
         "Next: kpc up; kpc bmc discover; kpc pxe-all --yes; kpc lab wait"
     )
+    if plan.deploy_hosts > 1:
+        c.err.print(
+            f"deploy host 2: {plan.deploy_host_address(2)} in namespace {plan.host2_ns}; "
+            f"its services: KPC_CONFIG={result.config.with_name('kpc-2.yaml')} kpc up"
+        )
     typer.echo(f"export KPC_CONFIG={result.config}")
 
 

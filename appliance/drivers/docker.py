@@ -462,6 +462,19 @@ class Docker:
             raise self._fail(exc, f"inspecting container {name}") from None
         return self._info(found)
 
+    def container_pid(self, name: str) -> int | None:
+        """The host pid of a running container's first process (None when not running)."""
+        from python_on_whales.exceptions import NoSuchContainer
+
+        try:
+            found = self._client.container.inspect(name)
+        except NoSuchContainer:
+            return None
+        except Exception as exc:
+            raise self._fail(exc, f"inspecting container {name}") from None
+        pid = found.state.pid
+        return int(pid) if found.state.running and pid else None
+
     def containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         filters: list[tuple[Literal["label"], str]] = [
             ("label", f"{key}={value}") for key, value in sorted(labels.items())

@@ -43,6 +43,12 @@ def netns_add(name: str) -> None:
     _ip(["link", "set", "lo", "up"], name)
 
 
+def netns_attach(name: str, pid: int) -> None:
+    """Name the network namespace of process ``pid`` (a container's, say) ``name``."""
+    process.run(["ip", "netns", "attach", name, str(pid)])
+    _ip(["link", "set", "lo", "up"], name)
+
+
 def netns_delete(name: str) -> None:
     process.run(["ip", "netns", "delete", name])
 

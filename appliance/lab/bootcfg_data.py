@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from appliance.bootcfg.setup import INITRD, KERNEL, seed_data_dir
@@ -27,18 +28,22 @@ ASSET_DIR = "lab"
 INSTALL_PROFILE = "profiles/install.json"
 
 
-def install_args(bootcfg_url: str) -> list[str]:
-    """The lab OS installer's kernel arguments; iPXE fills in ``${mac:hexhyp}``."""
+def install_args(bootcfg_url: str, others: Sequence[str] = ()) -> list[str]:
+    """The lab OS installer's kernel arguments; iPXE fills in ``${mac:hexhyp}``. ``others``:
+    the other deploy hosts' bootcfg URLs, which the installer (and later the installed
+    system) reports to when this one does not answer."""
+    also = [f"kpc.bootcfg.also={','.join(others)}"] if others else []
     return [
         *KERNEL_ARGS_COMMON.split(),
         "kpc.role=install",
         "kpc.mac=${mac:hexhyp}",
         f"ignition.config.url={bootcfg_url}/ignition?mac=${{mac:hexhyp}}",
         f"kpc.image={bootcfg_url}/assets/{ASSET_DIR}/disk.img.gz",
+        *also,
     ]
 
 
-def lab_install_profile(bootcfg_url: str) -> dict[str, object]:
+def lab_install_profile(bootcfg_url: str, others: Sequence[str] = ()) -> dict[str, object]:
     return {
         "id": "install",
         "name": "kpc lab OS: install to disk (stands in for Flatcar in the virtual lab)",
@@ -47,7 +52,7 @@ def lab_install_profile(bootcfg_url: str) -> dict[str, object]:
             "initrd": [f"/assets/{ASSET_DIR}/initrd.gz"],
             # a UEFI kernel's EFI stub finds its initrd by this name (bootcfg, like
             # matchbox, adds nothing to a profile's arguments)
-            "args": ["initrd=initrd.gz", *install_args(bootcfg_url)],
+            "args": ["initrd=initrd.gz", *install_args(bootcfg_url, others)],
         },
         "ignition_id": "install.ign.j2",
     }
@@ -81,8 +86,10 @@ def prepare_data_dir(
     keys: list[AuthorizedKey],
     *,
     flatcar_assets: Path | None = None,
+    others: Sequence[str] = (),
 ) -> str:
-    """Seed ``config.bootcfg.data_dir`` for the lab; returns what the installer boots."""
+    """Seed ``config.bootcfg.data_dir`` for the lab; returns what the installer boots.
+    ``others``: the other deploy hosts' bootcfg URLs (see ``install_args``)."""
     data_dir = config.bootcfg.data_dir
     version = config.os.version
     seed_data_dir(
@@ -103,7 +110,7 @@ def prepare_data_dir(
         for name in (KERNEL, INITRD):
             _place(flatcar / name, data_dir / "assets" / "flatcar" / version / name)
         return f"Flatcar {version} (from {flatcar})"
-    profile = lab_install_profile(config.bootcfg_url)
+    profile = lab_install_profile(config.bootcfg_url, others)
     (data_dir / INSTALL_PROFILE).write_text(json.dumps(profile, indent=2) + "\n", encoding="utf-8")
     return f"the lab OS {lab_os.version}"
 

@@ -115,9 +115,11 @@ def lab_down(
     state.phase = "stopping"
     save_state(state)
     paths = LabPaths(directory)
-    if stop_services is not None and paths.config.is_file():
-        progress("stopping the lab's service containers")
-        result.problems += stop_services(paths.config)
+    for host in range(1, state.plan.deploy_hosts + 1):
+        config = paths.host_config(host)
+        if stop_services is not None and config.is_file():
+            progress(f"stopping the lab's service containers ({config.name})")
+            result.problems += stop_services(config)
     progress("stopping the lab's supervisor (BMCs power their servers off), router and servers")
     _stop_supervisor(state, result)
     remove_plan(state.plan, result, progress)

@@ -52,6 +52,15 @@ class LabPaths:
     def config(self) -> Path:
         return self.directory / "kpc.yaml"
 
+    def host_config(self, host: int) -> Path:
+        """Deploy host ``host``'s site config (the first's is ``kpc.yaml``)."""
+        return self.config if host == 1 else self.directory / f"kpc-{host}.yaml"
+
+    @property
+    def etcd(self) -> Path:
+        """The lab's etcd members' data directories (with two deploy hosts)."""
+        return self.directory / "etcd"
+
     @property
     def bmc_password(self) -> Path:
         return self.directory / "bmc-password"
@@ -111,5 +120,8 @@ class LabPaths:
             "servers",
             "state",
             "registry",
+            "kpc-2.yaml",
+            "host2",
+            "etcd",
         ]
         return [self.directory / name for name in names]

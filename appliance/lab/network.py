@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
 from functools import partial
 
 from appliance.drivers import netns
+from appliance.drivers.docker import ContainerSpec, Docker
 from appliance.errors import KpcError
 from appliance.lab import render
 from appliance.lab.plan import LabPlan
@@ -42,11 +44,49 @@ def _host_link(plan: LabPlan, link: str, peer: str, bridge: str, cidr: str, reco
     netns.link_set(peer, plan.switch_ns, master=bridge)
 
 
-def create_network(plan: LabPlan, record: Record) -> None:
-    """Everything of the plan's network, in an order that never routes anything out."""
+def _docker() -> Docker:
+    return Docker(os.environ)
+
+
+def _second_host(plan: LabPlan, image: str, record: Record) -> None:
+    """The second deploy host's namespace: Docker cannot start a container in a named
+    namespace, so a holder container (``--network none``) owns it; the lab names it
+    (``ip netns attach``) and moves the host's site link in. Its services then join it
+    with ``services.network: container:HOLDER``."""
+    docker = _docker()
+    record(Resource("netns", plan.host2_ns))
+    docker.run(
+        ContainerSpec(
+            name=plan.host2_holder,
+            image=image,
+            # PID 1 of a container ignores SIGTERM unless it handles it: exit at once
+            command=("sh", "-c", "trap 'exit 0' TERM; sleep infinity & wait"),
+            network="none",
+            restart="no",
+            labels=(("kpc.lab", plan.name), ("kpc.role", "netns-holder")),
+        )
+    )
+    pid = docker.container_pid(plan.host2_holder)
+    if pid is None:
+        raise KpcError(
+            f"the second deploy host's holder container {plan.host2_holder} is not running",
+            hint=f"see why: docker logs {plan.host2_holder}",
+        )
+    netns.netns_attach(plan.host2_ns, pid)
+    netns.veth_add("h-site2", plan.host2_link, plan.switch_ns, plan.host2_ns)
+    netns.link_set("h-site2", plan.switch_ns, master=plan.site_bridge)
+    netns.sysctl_set(f"net.ipv6.conf.{plan.host2_link}.disable_ipv6", "1", plan.host2_ns)
+    address = plan.cidr(plan.deploy_host_address(2), plan.site_net)
+    netns.address_add(plan.host2_link, address, plan.host2_ns)
+    netns.link_set(plan.host2_link, plan.host2_ns)
+
+
+def create_network(plan: LabPlan, record: Record, holder_image: str = "") -> None:
+    """Everything of the plan's network, in an order that never routes anything out.
+    ``holder_image``: the image of the second deploy host's holder container."""
     record(Resource("nft", plan.nft_table))
     netns.nft_apply(render.nft_ruleset(plan))
-    for ns in plan.namespaces:
+    for ns in plan.own_namespaces:
         record(Resource("netns", ns))
         netns.netns_add(ns)
     sw = plan.switch_ns
@@ -80,6 +120,8 @@ def create_network(plan: LabPlan, record: Record) -> None:
     for server in plan.servers:
         netns.address_add("eth0", plan.cidr(server.bmc_address, plan.bmc_net), plan.bmc_ns)
     netns.link_set("eth0", plan.bmc_ns)
+    if plan.deploy_hosts > 1:
+        _second_host(plan, holder_image, record)
     # the servers' NICs: persistent taps on the site bridge, QEMU attaches to them
     for server in plan.servers:
         netns.tap_add(server.tap, sw)
@@ -126,6 +168,8 @@ def delete_network(plan: LabPlan) -> list[str]:
     for ns in plan.namespaces:
         if netns.netns_exists(ns):
             attempt(f"namespace {ns}", partial(netns.netns_delete, ns))
+    if plan.deploy_hosts > 1:
+        attempt(f"container {plan.host2_holder}", partial(_docker().remove, plan.host2_holder, 1))
     if netns.nft_table_exists("inet", plan.nft_table):
         attempt(
             f"nftables table {plan.nft_table}",

@@ -42,6 +42,8 @@ MAX_MEMORY_MIB = 16384
 BMC_HOST_OFFSET = 10  # server i's BMC is .(10 + i)
 DHCP_FIRST, DHCP_LAST = 100, 199
 MAX_NETWORK = 127
+MAX_DEPLOY_HOSTS = 2
+ETCD_PORT = 2379  # the lab's etcd members: clients on this port (and +2), peers on +1
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{1,9}$")
 
 
@@ -79,6 +81,7 @@ class LabPlan:
     site_net: ipaddress.IPv4Network = SITE_NET
     bmc_net: ipaddress.IPv4Network = BMC_NET
     disk_gib: int = 2
+    deploy_hosts: int = 1  # 2: a second deploy host in its own namespace, etcd for both
 
     # --- names --------------------------------------------------------------------------
     @property
@@ -94,8 +97,26 @@ class LabPlan:
         return f"{self.name}-bmc"
 
     @property
-    def namespaces(self) -> tuple[str, ...]:
+    def own_namespaces(self) -> tuple[str, ...]:
+        """The namespaces the lab makes itself (``ip netns add``)."""
         return (self.switch_ns, self.router_ns, self.bmc_ns)
+
+    @property
+    def host2_ns(self) -> str:
+        """The second deploy host's namespace: its holder container's, named by the lab."""
+        return f"{self.name}-dh2"
+
+    @property
+    def host2_holder(self) -> str:
+        """The container (``--network none``) whose namespace is the second deploy host's."""
+        return f"{self.name}-dh2"
+
+    host2_link = "site0"  # the second deploy host's site link, inside its namespace
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        extra = (self.host2_ns,) if self.deploy_hosts > 1 else ()
+        return (*self.own_namespaces, *extra)
 
     @property
     def host_site_link(self) -> str:
@@ -129,6 +150,20 @@ class LabPlan:
     def deploy_address(self) -> ipaddress.IPv4Address:
         """The deploy host's address on the site network (provisioning.address)."""
         return self._host(self.site_net, 2)
+
+    def deploy_host_address(self, host: int) -> ipaddress.IPv4Address:
+        """Deploy host ``host``'s (1, 2) address on the site network: .2, .3."""
+        return self._host(self.site_net, 1 + host)
+
+    @property
+    def etcd_members(self) -> tuple[tuple[int, ipaddress.IPv4Address, int], ...]:
+        """The lab's etcd cluster (with two deploy hosts): (deploy host, address, client
+        port) per member; the peer port is the client port + 1. Two members on the first
+        host, one on the second: stopping either host's services keeps quorum."""
+        if self.deploy_hosts < 2:
+            return ()
+        first, second = self.deploy_host_address(1), self.deploy_host_address(2)
+        return ((1, first, ETCD_PORT), (2, second, ETCD_PORT), (1, first, ETCD_PORT + 2))
 
     @property
     def deploy_bmc_address(self) -> ipaddress.IPv4Address:
@@ -192,6 +227,7 @@ def make_plan(
     name: str = DEFAULT_NAME,
     memory_mib: int = 256,
     network: int = 0,
+    deploy_hosts: int = 1,
 ) -> LabPlan:
     """The lab for ``nodes`` servers; UsageError for numbers or names that cannot work."""
     if not NAME_RE.fullmatch(name):
@@ -204,6 +240,10 @@ def make_plan(
     if not 192 <= memory_mib <= MAX_MEMORY_MIB:
         raise UsageError(
             f"--memory must be between 192 and {MAX_MEMORY_MIB} MiB (got {memory_mib})"
+        )
+    if not 1 <= deploy_hosts <= MAX_DEPLOY_HOSTS:
+        raise UsageError(
+            f"--deploy-hosts must be between 1 and {MAX_DEPLOY_HOSTS} (got {deploy_hosts})"
         )
     site_net, bmc_net = lab_networks(network)
     servers = tuple(
@@ -218,7 +258,13 @@ def make_plan(
         )
         for i in range(1, nodes + 1)
     )
-    return LabPlan(name=name, servers=servers, site_net=site_net, bmc_net=bmc_net)
+    return LabPlan(
+        name=name,
+        servers=servers,
+        site_net=site_net,
+        bmc_net=bmc_net,
+        deploy_hosts=deploy_hosts,
+    )
 
 
 def plan_to_dict(plan: LabPlan) -> dict[str, object]:
@@ -227,6 +273,7 @@ def plan_to_dict(plan: LabPlan) -> dict[str, object]:
         "site_net": str(plan.site_net),
         "bmc_net": str(plan.bmc_net),
         "disk_gib": plan.disk_gib,
+        "deploy_hosts": plan.deploy_hosts,
         "servers": [
             {
                 "index": s.index,
@@ -264,10 +311,12 @@ def plan_from_dict(data: dict[str, object]) -> LabPlan:
             )
         )
     disk_gib = data.get("disk_gib", 2)
+    hosts = data.get("deploy_hosts", 1)
     return LabPlan(
         name=str(data["name"]),
         servers=tuple(servers),
         site_net=ipaddress.IPv4Network(str(data["site_net"])),
         bmc_net=ipaddress.IPv4Network(str(data["bmc_net"])),
         disk_gib=int(disk_gib) if isinstance(disk_gib, int) else 2,
+        deploy_hosts=int(hosts) if isinstance(hosts, int) else 1,
     )

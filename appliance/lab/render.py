@@ -87,6 +87,52 @@ def sim_argv(python: str, server: Server, user: str, password_file: Path, spec: 
     ]
 
 
+ETCD_HEARTBEAT_MS = "250"  # TCG servers share the lab's cores with etcd: be patient
+ETCD_ELECTION_MS = "2500"
+
+
+def etcd_name(plan: LabPlan, index: int) -> str:
+    return f"{plan.name}-etcd{index + 1}"
+
+
+def etcd_argv(plan: LabPlan, index: int, data_dir: Path) -> list[str]:
+    """Member ``index`` of the lab's etcd cluster (Debian's etcd-server), plain HTTP on the
+    lab's site network (nothing outside the lab reaches it)."""
+    members = plan.etcd_members
+    _, address, port = members[index]
+    client, peer = f"http://{address}:{port}", f"http://{address}:{port + 1}"
+    cluster = ",".join(
+        f"{etcd_name(plan, i)}=http://{a}:{p + 1}" for i, (_, a, p) in enumerate(members)
+    )
+    return [
+        "etcd",
+        *("--name", etcd_name(plan, index), "--data-dir", str(data_dir)),
+        *("--listen-client-urls", client, "--advertise-client-urls", client),
+        *("--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer),
+        *("--initial-cluster", cluster, "--initial-cluster-token", f"kpc-lab-{plan.name}"),
+        *("--initial-cluster-state", "new"),
+        *("--heartbeat-interval", ETCD_HEARTBEAT_MS, "--election-timeout", ETCD_ELECTION_MS),
+    ]
+
+
+def etcd_endpoints(plan: LabPlan, host: int) -> list[str]:
+    """The lab's etcd client URLs as deploy host ``host`` lists them: its own members first
+    (the client sticks to the first that answers)."""
+    members = sorted(plan.etcd_members, key=lambda m: m[0] != host)
+    return [f"http://{address}:{port}" for _, address, port in members]
+
+
+def bootcfg_urls(plan: LabPlan, port: int, host: int = 1) -> list[str]:
+    """Every deploy host's bootcfg URL, deploy host ``host``'s first."""
+    hosts = sorted(range(1, plan.deploy_hosts + 1), key=lambda h: h != host)
+    return [f"http://{plan.deploy_host_address(h)}:{port}" for h in hosts]
+
+
+def host_directory(directory: Path, host: int) -> Path:
+    """Where deploy host ``host`` keeps its data (the first: the lab directory itself)."""
+    return directory if host == 1 else directory / f"host{host}"
+
+
 def site_config(
     plan: LabPlan,
     *,
@@ -98,12 +144,22 @@ def site_config(
     registry_port: int,
     services_prefix: str,
     os_version: str = "current",
+    host: int = 1,
 ) -> str:
-    """The kpc site configuration for this lab (what ``kpc up`` and friends read)."""
+    """The kpc site configuration for this lab (what ``kpc up`` and friends read); ``host``:
+    which deploy host's (the second lives in its own namespace, with its own services)."""
+    address = plan.deploy_host_address(host)
+    own = host_directory(directory, host)
+    services: dict[str, object] = {"prefix": services_prefix}
+    if host > 1:
+        services = {
+            "prefix": f"{services_prefix}-h{host}",
+            "network": f"container:{plan.host2_holder}",
+        }
     data = {
         "provisioning": {
-            "interface": plan.host_site_link,
-            "address": str(plan.deploy_address),
+            "interface": plan.host_site_link if host == 1 else plan.host2_link,
+            "address": str(address),
             "subnet": str(plan.site_net),
         },
         "bmc": {
@@ -116,16 +172,16 @@ def site_config(
         },
         "os": {"version": os_version},
         "bootcfg": {
-            "listen": str(plan.deploy_address),
+            "listen": str(address),
             "port": bootcfg_port,
-            "data_dir": str(directory / "bootcfg"),
+            "data_dir": str(own / "bootcfg"),
         },
         "registry": {
-            "address": str(plan.deploy_address),
+            "address": str(address),
             "port": registry_port,
-            "storage": str(directory / "registry"),
+            "storage": str(own / "registry"),
         },
-        "services": {"prefix": services_prefix},
+        "services": services,
         # Kolla in the lab: keystone alone, on the first server, the VIP outside DHCP's range
         "kolla": {
             "services": "minimal",
@@ -142,12 +198,14 @@ def site_config(
         },
         "ssh": {"user": "core", "private_key": str(ssh_private_key)},
         "paths": {
-            "state_dir": str(directory / "state"),
-            "log_dir": str(directory / "logs"),
+            "state_dir": str(own / "state"),
+            "log_dir": str(own / "logs"),
         },
         # the web view shows each server's serial console (kpc web, with a web.password)
         "web": {"serial_logs": str(LabPaths(directory).servers)},
     }
+    if plan.deploy_hosts > 1:  # one machine registry for every deploy host
+        data["state"] = {"backend": "etcd", "etcd": {"endpoints": etcd_endpoints(plan, host)}}
     header = (
         f"# kpc site configuration for the virtual lab {plan.name!r} ({len(plan.servers)} "
         f"servers),\n# written by 'kpc lab up' in {directory}. Use it with:\n"

@@ -39,7 +39,7 @@ STOP_TIMEOUT = 20.0
 class Managed:
     role: str
     argv: list[str]
-    netns: str
+    netns: str | None
     log_file: Path
     child: Child | None = None
     restarts: int = 0
@@ -64,6 +64,12 @@ def managed_processes(directory: Path, python: str) -> list[Managed]:
         sp = paths.server(server)
         argv = render.sim_argv(python, server, BMC_USER, paths.bmc_password, sp.spec)
         out.append(Managed(f"bmc:{server.name}", argv, plan.bmc_ns, sp.bmc_log))
+    for i, (host, _, _) in enumerate(plan.etcd_members):
+        name = render.etcd_name(plan, i)
+        argv = render.etcd_argv(plan, i, paths.etcd / name)
+        # the first deploy host is this host itself; the second lives in its namespace
+        where = None if host == 1 else plan.host2_ns
+        out.append(Managed(f"etcd:{name}", argv, where, paths.logs / f"{name}.log"))
     return out
 
 
@@ -146,10 +152,11 @@ def supervise(directory: Path, stop: threading.Event) -> None:
 
 
 def _stop_all(managed: list[Managed]) -> None:
-    """BMCs first (each powers its VM off), then the router; SIGKILL what does not stop."""
+    """BMCs first (each powers its VM off), then the router and etcd; SIGKILL what does not
+    stop."""
     for group in (
-        [m for m in managed if m.role != "router"],
-        [m for m in managed if m.role == "router"],
+        [m for m in managed if m.role.startswith("bmc:")],
+        [m for m in managed if not m.role.startswith("bmc:")],
     ):
         for m in group:
             if m.child is not None:

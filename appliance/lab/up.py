@@ -78,6 +78,7 @@ class UpRequest:
     services_prefix: str = "kpclab"
     flatcar_assets: Path | None = None  # assets/flatcar of a data dir 'kpc assets fetch' filled
     bmc: BmcChoice = "ipmi"  # what the simulated BMCs speak: ipmi, redfish, or mixed
+    deploy_hosts: int = 1  # 2: a second deploy host (own namespace and services), etcd
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,9 @@ def check_prerequisites(plan: LabPlan) -> None:
         )
     for tool, package in TOOLS.items():
         process.which(tool, package)
+    if plan.deploy_hosts > 1:
+        process.which("etcd", "etcd-server")
+        process.which("docker", "docker.io")
     if any(s.firmware == "uefi" for s in plan.servers):
         for path in (OVMF_CODE, OVMF_VARS):
             if not path.is_file():
@@ -325,6 +329,55 @@ def _wait_for_bmcs(state: LabState, paths: LabPaths, progress: Progress) -> None
     progress(f"{len(state.plan.servers)} simulated BMCs answer ({' and '.join(kinds)})")
 
 
+ETCD_READY_TIMEOUT = 60.0
+
+
+def _holder_image(plan: LabPlan) -> str:
+    """The image of the second deploy host's holder container: kpc's base image."""
+    if plan.deploy_hosts < 2:
+        return ""
+    from appliance.config import Images
+    from appliance.drivers.docker import Docker
+
+    image = Images().base
+    if Docker(os.environ).image(image) is None:
+        raise LabError(
+            f"--deploy-hosts {plan.deploy_hosts} needs the image {image} (the second deploy "
+            "host's namespace is held by a container of it), which is not built yet",
+            hint="build it first: kpc images base",
+        )
+    return image
+
+
+def _wait_for_etcd(plan: LabPlan, paths: LabPaths, progress: Progress) -> None:
+    """Until the lab's etcd cluster has a leader (a linearizable read needs one)."""
+    from appliance.drivers.etcd import EtcdClient, EtcdError
+
+    client = EtcdClient(render.etcd_endpoints(plan, 1), timeout=2.0)
+    deadline = time.monotonic() + ETCD_READY_TIMEOUT
+    problem = ""
+    try:
+        while time.monotonic() < deadline:
+            try:
+                client.range("kpc/", count_only=True)
+                progress(f"etcd: {len(plan.etcd_members)} members, with a leader")
+                return
+            except EtcdError as exc:
+                problem = str(exc)
+            time.sleep(0.5)
+    finally:
+        client.close()
+    logs = "\n".join(
+        f"  {name}:\n" + _log_tail(paths.logs / f"{name}.log")
+        for name in (render.etcd_name(plan, i) for i in range(len(plan.etcd_members)))
+    )
+    raise LabError(
+        f"the lab's etcd cluster has no leader after {ETCD_READY_TIMEOUT:.0f}s ({problem}):\n"
+        + logs,
+        hint="the lab was removed again; fix what the logs above say and rerun",
+    )
+
+
 def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], object]) -> UpResult:
     """Make the lab described by ``request``; ``tear_down`` removes a half-made one."""
     node = request.os == "node"
@@ -336,6 +389,7 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
         name=request.name,
         memory_mib=memory,
         network=request.network,
+        deploy_hosts=request.deploy_hosts,
     )
     if node:
         plan = replace(plan, disk_gib=NODE_OS_DISK_GIB)
@@ -392,35 +446,39 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
             f"{plan.host_site_link} ({plan.deploy_address}) and {plan.host_bmc_link} "
             f"({plan.deploy_bmc_address})"
         )
-        network.create_network(plan, lambda resource: record(state, resource))
+        holder_image = _holder_image(plan)
+        network.create_network(plan, lambda resource: record(state, resource), holder_image)
         progress(f"servers: {len(plan.servers)} VMs, powered off, disk first")
         _server_files(state, paths, accel)
         _secret_file(paths.bmc_password, secrets.token_hex(8))  # IPMI: at most 16-20 bytes
         _ssh_key(paths)
-        config_text = render.site_config(
-            plan,
-            directory=directory,
-            bmc_user=BMC_USER,
-            bmc_password_file=paths.bmc_password,
-            ssh_private_key=paths.ssh_key,
-            bootcfg_port=request.bootcfg_port,
-            registry_port=request.registry_port,
-            services_prefix=request.services_prefix,
-            os_version=node_os.version if node_os else "current",
-        )
-        paths.config.write_text(config_text, encoding="utf-8")
-        config = load_config(paths.config)
         public = paths.ssh_key.with_suffix(".pub")
         keys = parse_authorized_keys(public.read_text(encoding="utf-8"), str(public)).keys
         from appliance.lab import bootcfg_data  # bootcfg's seeding, lazily
 
-        if node_os is not None:
-            boots = bootcfg_data.prepare_node_os_data_dir(config, node_os, keys)
-        else:
-            boots = bootcfg_data.prepare_data_dir(
-                config, lab_os, keys, flatcar_assets=request.flatcar_assets
+        for host in range(1, plan.deploy_hosts + 1):
+            config_text = render.site_config(
+                plan,
+                directory=directory,
+                bmc_user=BMC_USER,
+                bmc_password_file=paths.bmc_password,
+                ssh_private_key=paths.ssh_key,
+                bootcfg_port=request.bootcfg_port,
+                registry_port=request.registry_port,
+                services_prefix=request.services_prefix,
+                os_version=node_os.version if node_os else "current",
+                host=host,
             )
-        progress(f"bootcfg data in {config.bootcfg.data_dir}: the installer boots {boots}")
+            paths.host_config(host).write_text(config_text, encoding="utf-8")
+            config = load_config(paths.host_config(host))
+            others = render.bootcfg_urls(plan, request.bootcfg_port, host)[1:]
+            if node_os is not None:
+                boots = bootcfg_data.prepare_node_os_data_dir(config, node_os, keys)
+            else:
+                boots = bootcfg_data.prepare_data_dir(
+                    config, lab_os, keys, flatcar_assets=request.flatcar_assets, others=others
+                )
+            progress(f"bootcfg data in {config.bootcfg.data_dir}: the installer boots {boots}")
         if boots.startswith("Flatcar") and memory < FLATCAR_MEMORY_MIB:
             progress(
                 f"warning: Flatcar's PXE image needs about {FLATCAR_MEMORY_MIB} MiB of RAM; "
@@ -429,6 +487,8 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
         progress("site router and simulated BMCs: starting")
         _start_supervisor(state, paths)
         _wait_for_bmcs(state, paths, progress)
+        if plan.etcd_members:
+            _wait_for_etcd(plan, paths, progress)
         state.phase = "up"
         save_state(state)
     except BaseException:

@@ -215,9 +215,7 @@ def registry_spec(config: SiteConfig) -> ContainerSpec:
         env=(("REGISTRY_HTTP_ADDR", f":{registry.port}"),) if shared else (),
         ports=_published(config, PortMap(host_ip, registry.port, REGISTRY_PORT)),
         mounts=(Mount(registry.storage, REGISTRY_STORAGE),),
-        health=_health(
-            _wget(f"http://127.0.0.1:{registry.port if shared else REGISTRY_PORT}/v2/")
-        ),
+        health=_health(_wget(f"http://127.0.0.1:{registry.port if shared else REGISTRY_PORT}/v2/")),
         labels=_labels(config, "registry"),
     )
 

@@ -71,6 +71,31 @@ fetch() {
   return 1
 }
 
+# The bootcfg URLs to report to: BASE (where this boot came from) first, then the other
+# deploy hosts' (kpc.bootcfg.also=URL,URL on the kernel command line, or the installed
+# system's KPC_BOOTCFG_ALSO). bootcfgs BASE ALSO prints them, one a line.
+bootcfgs() {
+  echo "$1"
+  for other in $(echo "$2" | tr , ' '); do [ "$other" = "$1" ] || echo "$other"; done
+}
+
+# alternatives URL BASE ALSO: URL, then the same path on every other deploy host's bootcfg.
+alternatives() {
+  echo "$1"
+  case "$1" in
+    "$2"*) for other in $(bootcfgs "$2" "$3" | sed 1d); do echo "$other${1#"$2"}"; done ;;
+  esac
+}
+
+# fetch_any URL FILE BASE ALSO: fetch URL, or the same path from another deploy host.
+fetch_any() {
+  for url in $(alternatives "$1" "$3" "$4"); do
+    fetch "$url" "$2" && return 0
+    log "cannot fetch $url; trying the next deploy host"
+  done
+  return 1
+}
+
 # post_json URL FILE [HEADER...]: HTTP POST of the JSON body in FILE, with extra headers.
 post_json() {
   url=$1; file=$2; shift 2
