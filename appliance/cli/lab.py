@@ -69,14 +69,15 @@ def _progress(c: Cli) -> Callable[[str], None]:
 
 def _machines(state: LabState) -> Mapping[str, Machine]:
     """The lab servers' records in kpc's registry (empty before kpc's services ran)."""
-    from appliance.state.sqlite import open_store, state_db_path
+    from appliance.state.backend import open_store
+    from appliance.state.sqlite import state_db_path
 
     if state.config is None or not state.config.is_file():
         return {}
     config = load_config(state.config)
-    if not state_db_path(config).is_file():
+    if config.state.backend == "sqlite" and not state_db_path(config).is_file():
         return {}
-    store = open_store(config)
+    store = open_store(config)  # the site's backend: etcd with several deploy hosts
     try:
         return {m.mac: m for m in store.machines()}
     finally:

@@ -146,11 +146,15 @@ def keep_artifacts(directory: Path, test_name: str) -> Path | None:
         (target / rel.parent).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target / rel)
     if shutil.which("docker"):
-        for service in ("dnsmasq", "bootcfg", "registry"):
-            logs = subprocess.run(
-                ["docker", "logs", f"{PREFIX}-{service}"], capture_output=True, text=True
-            )
-            (target / f"service-{service}.log").write_text(logs.stdout + logs.stderr)
+        # the first deploy host's services, and a second one's (kpc lab up --deploy-hosts 2)
+        for prefix, suffix in ((PREFIX, ""), (f"{PREFIX}-h2", "-h2")):
+            for service in ("dnsmasq", "bootcfg", "registry"):
+                logs = subprocess.run(
+                    ["docker", "logs", f"{prefix}-{service}"], capture_output=True, text=True
+                )
+                if suffix and logs.returncode != 0:
+                    continue
+                (target / f"service-{service}{suffix}.log").write_text(logs.stdout + logs.stderr)
     return target
 
 

@@ -62,7 +62,7 @@ def test_nft_ruleset_is_valid_and_names_both_links() -> None:
     assert check.returncode == 0, check.stderr
 
 
-def _site_config(plan: LabPlan, tmp_path: Path) -> str:
+def _site_config(plan: LabPlan, tmp_path: Path, host: int = 1) -> str:
     return render.site_config(
         plan,
         directory=tmp_path,
@@ -72,7 +72,48 @@ def _site_config(plan: LabPlan, tmp_path: Path) -> str:
         bootcfg_port=8080,
         registry_port=5000,
         services_prefix="kpclab",
+        host=host,
     )
+
+
+def test_two_deploy_hosts_share_one_etcd_and_serve_their_own_bootcfg(tmp_path: Path) -> None:
+    from appliance.config import parse_config
+    from appliance.lab.bootcfg_data import install_args
+
+    plan = make_plan(2, deploy_hosts=2)
+    assert plan_from_dict(plan_to_dict(plan)) == plan
+    assert plan.namespaces[-1] == "kpcl-dh2" and "kpcl-dh2" not in plan.own_namespaces
+    first, second = (parse_config(_site_config(plan, tmp_path, h), "lab.yaml") for h in (1, 2))
+    assert str(first.provisioning.address) == "198.18.0.2" and first.services.network is None
+    assert str(second.provisioning.address) == "198.18.0.3"
+    assert second.provisioning.interface == "site0"
+    assert second.services.network == "container:kpcl-dh2"
+    assert second.services.prefix == "kpclab-h2"
+    assert second.bootcfg.data_dir == tmp_path / "host2" / "bootcfg"
+    # one registry: both on the same 3 etcd members, each host's own members first
+    assert first.state.backend == second.state.backend == "etcd"
+    assert first.state.etcd and second.state.etcd
+    ends = first.state.etcd.endpoints
+    assert len(set(ends)) == 3 and set(ends) == set(second.state.etcd.endpoints)
+    assert second.state.etcd.endpoints[0] == "http://198.18.0.3:2379"
+    assert render.bootcfg_urls(plan, 8080, 2) == [
+        "http://198.18.0.3:8080",
+        "http://198.18.0.2:8080",
+    ]
+    # each member knows the whole cluster; its client and peer URLs are its own
+    argv = render.etcd_argv(plan, 1, tmp_path / "m2")
+    cluster = argv[argv.index("--initial-cluster") + 1]
+    assert cluster.count("=http://") == 3 and "kpcl-etcd2=http://198.18.0.3:2380" in cluster
+    assert argv[argv.index("--listen-client-urls") + 1] == "http://198.18.0.3:2379"
+    # the installer is told the other deploy host's bootcfg (one host: nothing added)
+    assert "kpc.bootcfg.also=http://198.18.0.2:8080" in install_args(
+        "http://198.18.0.3:8080", ["http://198.18.0.2:8080"]
+    )
+    assert not any(a.startswith("kpc.bootcfg.also") for a in install_args("http://x:1"))
+    one = parse_config(_site_config(make_plan(1), tmp_path), "lab.yaml")
+    assert one.state.backend == "sqlite"
+    with pytest.raises(UsageError, match="--deploy-hosts"):
+        make_plan(1, deploy_hosts=3)
 
 
 def test_site_config_is_accepted_by_kpc(tmp_path: Path) -> None:

@@ -89,9 +89,9 @@ alternatives() {
 
 # fetch_any URL FILE BASE ALSO: fetch URL, or the same path from another deploy host.
 fetch_any() {
-  for url in $(alternatives "$1" "$3" "$4"); do
-    fetch "$url" "$2" && return 0
-    log "cannot fetch $url; trying the next deploy host"
+  for candidate in $(alternatives "$1" "$3" "$4"); do
+    fetch "$candidate" "$2" && return 0
+    log "cannot fetch $candidate; trying the next deploy host"
   done
   return 1
 }
