@@ -196,6 +196,9 @@ kolla:
 # services:
 #   prefix: {s(services.prefix)}    # container names are <prefix>-<service>
 #   health_timeout: {services.health_timeout}    # seconds a service gets to become healthy
+#   # a deploy host in its own network namespace: every service joins the namespace of
+#   # container NAME (started with --network none, its veth moved in); nothing is published
+#   network: container:NAME    # default: dnsmasq on the host network, bootcfg published
 
 # How kpc reaches the nodes over SSH.
 # ssh:
