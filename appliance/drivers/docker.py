@@ -451,29 +451,27 @@ class Docker:
             network=str(network_mode) if network_mode else None,
         )
 
-    def container(self, name: str) -> ContainerInfo | None:
+    def _inspect(self, name: str) -> Any:
+        """The container's inspect record, or None when there is no such container."""
         from python_on_whales.exceptions import NoSuchContainer
 
         try:
-            found = self._client.container.inspect(name)
+            return self._client.container.inspect(name)
         except NoSuchContainer:
             return None
         except Exception as exc:
             raise self._fail(exc, f"inspecting container {name}") from None
-        return self._info(found)
+
+    def container(self, name: str) -> ContainerInfo | None:
+        found = self._inspect(name)
+        return None if found is None else self._info(found)
 
     def container_pid(self, name: str) -> int | None:
         """The host pid of a running container's first process (None when not running)."""
-        from python_on_whales.exceptions import NoSuchContainer
-
-        try:
-            found = self._client.container.inspect(name)
-        except NoSuchContainer:
+        found = self._inspect(name)
+        if found is None or not found.state.running or not found.state.pid:
             return None
-        except Exception as exc:
-            raise self._fail(exc, f"inspecting container {name}") from None
-        pid = found.state.pid
-        return int(pid) if found.state.running and pid else None
+        return int(found.state.pid)
 
     def containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         filters: list[tuple[Literal["label"], str]] = [

@@ -57,6 +57,20 @@ def kpc(
     return Result(result.exit_code, output)
 
 
+def ok(args: Sequence[str], config: Path) -> str:
+    """Run one kpc command with ``config``; its output, or fail with it."""
+    result = kpc(args, config)
+    assert result.code == 0, f"kpc {' '.join(args)} failed:\n{result.output}"
+    return result.output
+
+
+def nodes_by_mac(config: Path) -> dict[str, dict[str, object]]:
+    """``kpc nodes list --json`` with ``config``, by MAC."""
+    listed = json.loads(ok(["nodes", "list", "--json"], config))
+    rows = listed["machines"] if isinstance(listed, dict) else listed
+    return {str(m["mac"]): m for m in rows}
+
+
 def up_args(
     directory: Path, nodes: int, firmware: str, bmc: str = "ipmi", os_kind: str = "busybox"
 ) -> list[str]:

@@ -22,6 +22,8 @@ import pytest
 
 from tests.conftest import require_docker, require_tool, wait_for
 from tests.lab.conftest import PREFIX, kpc, leftovers, up_args
+from tests.lab.conftest import nodes_by_mac as _machines
+from tests.lab.conftest import ok as _ok
 
 # full: ~3.5 min warm (2 TCG servers, a second host's services, 3 etcd members), beyond the
 # one chain CI must run (scripts/test --full runs it)
@@ -36,18 +38,6 @@ pytestmark = [
 NODES = 2
 READY_TIMEOUT = 900  # seconds; TCG servers on 2 shared cores
 INSTALLER = re.compile(r"kpc-labos: fetching install config (http://[0-9.]+:\d+)/ignition")
-
-
-def _ok(args: list[str], config: Path) -> str:
-    result = kpc(args, config)
-    assert result.code == 0, f"kpc {' '.join(args)} failed:\n{result.output}"
-    return result.output
-
-
-def _machines(config: Path) -> dict[str, dict[str, object]]:
-    listed = json.loads(_ok(["nodes", "list", "--json"], config))
-    rows = listed["machines"] if isinstance(listed, dict) else listed
-    return {str(m["mac"]): m for m in rows}
 
 
 def _console(serial: Path) -> str:

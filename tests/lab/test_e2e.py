@@ -21,23 +21,13 @@ import pytest
 
 from tests.conftest import require_docker, wait_for
 from tests.lab.conftest import SITE_NET, kpc, leftovers, up_args
+from tests.lab.conftest import nodes_by_mac as _nodes
+from tests.lab.conftest import ok as _ok
 
 pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.docker, pytest.mark.slow]
 
 NODES = 3
 READY_TIMEOUT = 900  # seconds; 3 TCG servers on 2 shared cores take 1-3 minutes
-
-
-def _ok(args: list[str], config: Path) -> str:
-    result = kpc(args, config)
-    assert result.code == 0, f"kpc {' '.join(args)} failed:\n{result.output}"
-    return result.output
-
-
-def _nodes(config: Path) -> dict[str, dict[str, object]]:
-    listed = json.loads(_ok(["nodes", "list", "--json"], config))
-    rows = listed["machines"] if isinstance(listed, dict) else listed
-    return {str(m["mac"]): m for m in rows}
 
 
 def _boots(serial: Path, role: str) -> int:
