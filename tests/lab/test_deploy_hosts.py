@@ -16,28 +16,40 @@ import json
 import re
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from appliance.config import load_config
 from tests.conftest import require_docker, require_tool, wait_for
 from tests.lab.conftest import PREFIX, kpc, leftovers, up_args
 from tests.lab.conftest import nodes_by_mac as _machines
 from tests.lab.conftest import ok as _ok
 
-# full: ~3.5 min warm (2 TCG servers, a second host's services, 3 etcd members), beyond the
-# one chain CI must run (scripts/test --full runs it)
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.qemu,
-    pytest.mark.docker,
-    pytest.mark.slow,
-    pytest.mark.full,
-]
+pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.docker, pytest.mark.slow]
 
 NODES = 2
 READY_TIMEOUT = 900  # seconds; TCG servers on 2 shared cores
 INSTALLER = re.compile(r"kpc-labos: fetching install config (http://[0-9.]+:\d+)/ignition")
+
+
+def _base_image(tmp_path: Path) -> None:
+    """kpc's base image: the second deploy host's namespace is held by a container of it."""
+    base = subprocess.run(["docker", "image", "inspect", "kpc/base:bookworm"], capture_output=True)
+    if base.returncode != 0:
+        bare = tmp_path / "base.yaml"
+        bare.write_text("provisioning: {interface: lo, address: 127.0.0.1, subnet: 127.0.0.0/8}\n")
+        _ok(["images", "base"], bare)
+
+
+def _hosts(configs: list[Path]) -> dict[str, tuple[Path, str]]:
+    """bootcfg URL -> (site config, container prefix) of each deploy host."""
+    hosts = {}
+    for config, prefix in zip(configs, (PREFIX, f"{PREFIX}-h2"), strict=True):
+        hosts[load_config(config).bootcfg_url] = (config, prefix)
+    assert len(hosts) == 2, hosts
+    return hosts
 
 
 def _console(serial: Path) -> str:
@@ -49,14 +61,13 @@ def _docker_logs(name: str) -> str:
     return done.stdout + done.stderr
 
 
+# full: ~3.5 min warm (2 TCG servers, a second host's services, 3 etcd members), beyond the
+# one chain CI must run (scripts/test --full runs it); CI runs the one below instead
+@pytest.mark.full
 def test_two_deploy_hosts_back_each_other_up(lab_dir: Path, tmp_path: Path) -> None:
     require_docker()
     require_tool("etcd")
-    base = subprocess.run(["docker", "image", "inspect", "kpc/base:bookworm"], capture_output=True)
-    if base.returncode != 0:  # the second host's namespace is held by a container of it
-        bare = tmp_path / "base.yaml"
-        bare.write_text("provisioning: {interface: lo, address: 127.0.0.1, subnet: 127.0.0.0/8}\n")
-        _ok(["images", "base"], bare)
+    _base_image(tmp_path)
     up = kpc([*up_args(lab_dir, NODES, "bios"), "--deploy-hosts", "2"])
     assert up.code == 0, up.output
     configs = [lab_dir / "kpc.yaml", lab_dir / "kpc-2.yaml"]
@@ -70,14 +81,7 @@ def test_two_deploy_hosts_back_each_other_up(lab_dir: Path, tmp_path: Path) -> N
     _ok(["images", "build", "dnsmasq", "bootcfg", "registry"], configs[0])
     for config in configs:
         _ok(["up"], config)
-    hosts = {}  # bootcfg URL -> (config, container prefix)
-    for config, prefix in zip(configs, (PREFIX, f"{PREFIX}-h2"), strict=True):
-        text = config.read_text()
-        address = re.search(r"\n  address: ([0-9.]+)", text)
-        port = re.search(r"\nbootcfg:\n(?:  .*\n)*?  port: (\d+)", text)
-        assert address and port, text
-        hosts[f"http://{address.group(1)}:{port.group(1)}"] = (config, prefix)
-    assert len(hosts) == 2, hosts
+    hosts = _hosts(configs)
 
     _ok(["bmc", "discover"], configs[0])
     started = time.monotonic()
@@ -124,6 +128,41 @@ def test_two_deploy_hosts_back_each_other_up(lab_dir: Path, tmp_path: Path) -> N
     assert f"checked in with {survivor} as " in first, first[-3000:]
     for mac in macs:
         assert _console(serials[mac]).count(", role install, ") == 1  # installed once
+
+    down = kpc(["lab", "down", "--dir", str(lab_dir)])
+    assert down.code == 0, down.output
+    assert leftovers(lab_dir) == []
+
+
+def test_two_deploy_hosts_serve_one_registry(lab_dir: Path, tmp_path: Path) -> None:
+    """The CI-sized proof (no server boots): both hosts' services come up, each in its own
+    namespace, and a machine one host's bootcfg saw is the other host's too."""
+    require_docker()
+    require_tool("etcd")
+    _base_image(tmp_path)
+    up = kpc([*up_args(lab_dir, 1, "bios"), "--deploy-hosts", "2"])
+    assert up.code == 0, up.output
+    configs = [lab_dir / "kpc.yaml", lab_dir / "kpc-2.yaml"]
+    _ok(["images", "build", "dnsmasq", "bootcfg", "registry"], configs[0])
+    for config in configs:
+        _ok(["up"], config)
+    urls = list(_hosts(configs))
+
+    # the second host's services share its holder's namespace: nothing on this host's ports
+    def inspect(what: str, name: str) -> str:
+        done = subprocess.run(["docker", "inspect", "-f", what, name], capture_output=True)
+        return done.stdout.decode().strip()
+
+    holder = inspect("{{.Id}}", f"{PREFIX}-dh2")
+    for service in ("dnsmasq", "bootcfg", "registry"):
+        mode = inspect("{{.HostConfig.NetworkMode}}", f"{PREFIX}-h2-{service}")
+        assert mode == f"container:{holder}", (service, mode)
+    mac = "52:54:00:c6:12:01"
+    script = urllib.request.urlopen(f"{urls[1]}/ipxe?mac={mac}", timeout=10).read().decode()
+    assert script.startswith("#!ipxe") and f"{urls[1]}/ignition" in script, script
+    assert f"kpc.bootcfg.also={urls[0]}" in script, script  # the installer's fallback
+    seen = [_machines(c) for c in configs]
+    assert seen[0][mac]["state"] == seen[1][mac]["state"] == "installing", seen
 
     down = kpc(["lab", "down", "--dir", str(lab_dir)])
     assert down.code == 0, down.output
