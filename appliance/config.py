@@ -208,6 +208,17 @@ class Bootcfg(Model):
     node_auth: Literal["per-machine", "open"] = "per-machine"
     max_unknown: int = Field(default=512, ge=1)  # discovered machines never installed
     new_machines_per_minute: int = Field(default=600, ge=1)
+    # the other deploy hosts' bootcfg URLs (several deploy hosts on one etcd registry):
+    # nodes report install-complete and check-ins there when this bootcfg does not answer
+    peers: list[str] = []
+
+    @field_validator("peers")
+    @classmethod
+    def _peer_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.fullmatch(r"https?://[^/\s:'\"]+(:\d+)?", url):
+                raise ValueError(f"{url!r} is not a bootcfg URL like http://10.0.0.6:8080")
+        return value
 
 
 class EtcdSettings(Model):

@@ -26,6 +26,7 @@ import pytest
 from appliance.bootcfg.server import CHECKIN_NAMESPACE, checkin_message
 from appliance.config import SiteConfig, parse_config
 from appliance.drivers import sshsig
+from appliance.errors import ConfigError
 from appliance.keys import AuthorizedKey, parse_authorized_keys
 from appliance.render.ignition import (
     ROLES,
@@ -104,6 +105,23 @@ def test_golden(role: str) -> None:
         path.write_text(dumps(config))
     assert dumps(config) == path.read_text(), f"regenerate with KPC_UPDATE_GOLDEN=1: {path}"
     validate(config)
+
+
+@pytest.mark.parametrize("role", ["install", "targetnode"])
+def test_bootcfg_peers_are_tried_after_bootcfg(role: str) -> None:
+    """With bootcfg.peers (several deploy hosts), install-complete and check-ins go to the
+    first of bootcfg, then its peers, that answers; still valid Ignition."""
+    text = (GOLDEN / "site.yaml").read_text() + (
+        "bootcfg: {peers: ['http://10.0.0.6:8080', 'http://10.0.0.7:8080']}\n"
+    )
+    rendered = render(role, parse_config(text), golden_keys())
+    validate(rendered)
+    path = "/opt/kpc/bin/kpc-install" if role == "install" else "/opt/kpc/bin/kpc-checkin"
+    script = file_text(rendered, path)
+    assert "BOOTCFG_PEERS='http://10.0.0.6:8080 http://10.0.0.7:8080'" in script
+    assert 'for url in "$BOOTCFG_URL" $BOOTCFG_PEERS; do' in script
+    with pytest.raises(ConfigError):
+        parse_config(text.replace("http://10.0.0.7:8080", "10.0.0.7"))
 
 
 @pytest.mark.parametrize("role", ROLES)

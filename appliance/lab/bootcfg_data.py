@@ -86,10 +86,8 @@ def prepare_data_dir(
     keys: list[AuthorizedKey],
     *,
     flatcar_assets: Path | None = None,
-    others: Sequence[str] = (),
 ) -> str:
-    """Seed ``config.bootcfg.data_dir`` for the lab; returns what the installer boots.
-    ``others``: the other deploy hosts' bootcfg URLs (see ``install_args``)."""
+    """Seed ``config.bootcfg.data_dir`` for the lab; returns what the installer boots."""
     data_dir = config.bootcfg.data_dir
     version = config.os.version
     seed_data_dir(
@@ -110,7 +108,7 @@ def prepare_data_dir(
         for name in (KERNEL, INITRD):
             _place(flatcar / name, data_dir / "assets" / "flatcar" / version / name)
         return f"Flatcar {version} (from {flatcar})"
-    profile = lab_install_profile(config.bootcfg_url, others)
+    profile = lab_install_profile(config.bootcfg_url, config.bootcfg.peers)
     (data_dir / INSTALL_PROFILE).write_text(json.dumps(profile, indent=2) + "\n", encoding="utf-8")
     return f"the lab OS {lab_os.version}"
 

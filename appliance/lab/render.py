@@ -175,6 +175,8 @@ def site_config(
             "listen": str(address),
             "port": bootcfg_port,
             "data_dir": str(own / "bootcfg"),
+            # the other deploy hosts' bootcfg: nodes report there when this one is down
+            "peers": bootcfg_urls(plan, bootcfg_port, host)[1:],
         },
         "registry": {
             "address": str(address),

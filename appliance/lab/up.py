@@ -471,12 +471,11 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
             )
             paths.host_config(host).write_text(config_text, encoding="utf-8")
             config = load_config(paths.host_config(host))
-            others = render.bootcfg_urls(plan, request.bootcfg_port, host)[1:]
             if node_os is not None:
                 boots = bootcfg_data.prepare_node_os_data_dir(config, node_os, keys)
             else:
                 boots = bootcfg_data.prepare_data_dir(
-                    config, lab_os, keys, flatcar_assets=request.flatcar_assets, others=others
+                    config, lab_os, keys, flatcar_assets=request.flatcar_assets
                 )
             progress(f"bootcfg data in {config.bootcfg.data_dir}: the installer boots {boots}")
         if boots.startswith("Flatcar") and memory < FLATCAR_MEMORY_MIB:

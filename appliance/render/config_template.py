@@ -146,6 +146,9 @@ bootcfg:
   # max_body: {boot.max_body}    # largest request body accepted, in bytes
   # max_unknown: {boot.max_unknown}    # machines seen but never installed, at most
   # new_machines_per_minute: {boot.new_machines_per_minute}    # new MACs recorded, at most
+  # # several deploy hosts on one etcd registry: the others' bootcfg, where nodes report
+  # # install-complete and check-ins when this one does not answer
+  # peers: [http://10.0.0.6:8080]
 
 # The Docker registry on this host that the nodes pull OpenStack images from.
 registry:

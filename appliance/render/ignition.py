@@ -376,6 +376,7 @@ def site_context(
         "ssh_keys": [key.line for key in keys],
         "ssh_user": config.ssh.user,
         "bootcfg_url": config.bootcfg_url,
+        "bootcfg_peers": list(config.bootcfg.peers),
         "bootcfg_host": bootcfg_host,
         "bootcfg_token": bootcfg_token or "",
         "deploy_host": bootcfg_host,
