@@ -195,6 +195,14 @@ class Os(Model):
         return value.rstrip("/")
 
 
+def _server_urls(urls: list[str], pattern: str, what: str, example: str) -> list[str]:
+    """``urls`` unchanged when each is a server's base URL, else ValueError naming it."""
+    for url in urls:
+        if not re.fullmatch(pattern, url):
+            raise ValueError(f"{url!r} is not {what} URL like {example}")
+    return urls
+
+
 class Bootcfg(Model):
     listen: IPv4Address = ipaddress.IPv4Address("0.0.0.0")
     port: int = Field(default=8080, ge=1, le=65535)
@@ -215,10 +223,9 @@ class Bootcfg(Model):
     @field_validator("peers")
     @classmethod
     def _peer_urls(cls, value: list[str]) -> list[str]:
-        for url in value:
-            if not re.fullmatch(r"https?://[^/\s:'\"]+(:\d+)?", url):
-                raise ValueError(f"{url!r} is not a bootcfg URL like http://10.0.0.6:8080")
-        return value
+        return _server_urls(
+            value, r"https?://[^/\s:'\"]+(:\d+)?", "a bootcfg", "http://10.0.0.6:8080"
+        )
 
 
 class EtcdSettings(Model):
@@ -236,10 +243,9 @@ class EtcdSettings(Model):
     @field_validator("endpoints")
     @classmethod
     def _urls(cls, value: list[str]) -> list[str]:
-        for url in value:
-            if not re.fullmatch(r"https?://[^/\s]+(:\d+)?/?", url):
-                raise ValueError(f"{url!r} is not an etcd client URL like https://10.0.0.5:2379")
-        return value
+        return _server_urls(
+            value, r"https?://[^/\s]+(:\d+)?/?", "an etcd client", "https://10.0.0.5:2379"
+        )
 
     @model_validator(mode="after")
     def _pairs(self) -> EtcdSettings:
