@@ -8,22 +8,28 @@
    Debian's Ignition (``dracut/99kpc-flatcar``); a dracut initramfs.
 2. Here: the PXE image (the initramfs with the root as a squashfs appended, like
    ``flatcar_production_pxe_image.cpio.gz``), the GPT disk image (``appliance.lab.nodeimage``;
-   GRUB for BIOS and UEFI), bzip2-compressed, every file signed with the lab key.
+   GRUB for BIOS and UEFI), bzip2-compressed as Flatcar's, and beside it the same image
+   zstd-compressed (``flatcar_production_image.bin.zst``, which this OS's ``flatcar-install``
+   prefers: bunzip2 took most of a TCG node's install), every file signed with the lab key.
 
 Output, in Flatcar's release layout: ``<cache>/nodeos-<key>/<VERSION>/`` holding
 ``flatcar_production_pxe.vmlinuz``, ``flatcar_production_pxe_image.cpio.gz``,
-``flatcar_production_image.bin.bz2``, each with ``.sig``, and ``version.txt``; the lab's
-public key is ``<cache>/nodeos-<key>/image-signing-key.asc``. The key itself lives in
+``flatcar_production_image.bin.bz2``, ``flatcar_production_image.bin.zst``, each with
+``.sig``, and ``version.txt``; the lab's public key is
+``<cache>/nodeos-<key>/image-signing-key.asc``. The key itself lives in
 ``<cache>/nodeos-signing/`` (made once; it never leaves the cache).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -39,9 +45,10 @@ SUITE = "trixie"
 PXE_KERNEL = "flatcar_production_pxe.vmlinuz"
 PXE_IMAGE = "flatcar_production_pxe_image.cpio.gz"
 DISK_IMAGE = "flatcar_production_image.bin.bz2"
+DISK_IMAGE_ZST = "flatcar_production_image.bin.zst"  # kpc's addition; Flatcar has only .bz2
 VERSION_TXT = "version.txt"
 PYTHON_SYSEXT = "flatcar-python.raw"
-SIGNED = (PXE_KERNEL, PXE_IMAGE, DISK_IMAGE)
+SIGNED = (PXE_KERNEL, PXE_IMAGE, DISK_IMAGE, DISK_IMAGE_ZST)
 KEY_NAME = "image-signing-key.asc"
 KEY_UID = "kpc lab image signing key"
 ROOT_SQUASHFS = "kpc-root.squashfs"
@@ -59,6 +66,7 @@ TOOLS = {  # program -> Debian package
     "sfdisk": "fdisk",
     "grub-mkimage": "grub-common",
     "lbzip2": "lbzip2",
+    "zstd": "zstd",
     "gpg": "gnupg",
 }
 
@@ -320,6 +328,22 @@ def make_disk_image(
         f.write(core_bytes)
 
 
+@contextmanager
+def _build_lock(cache: Path, progress: ProgressFn) -> Iterator[None]:
+    """One node OS build at a time per cache: builds share the Debian package cache, and
+    two apt-get runs on it fail on apt's lock."""
+    fd = os.open(cache / ".nodeos-build.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress("node OS: another build is running in this cache; waiting for it to end")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def build_node_os(
     cache: Path,
     mirror: str = "http://deb.debian.org/debian",
@@ -336,6 +360,28 @@ def build_node_os(
     built = _load(final)
     if built is not None:
         return built
+    with _build_lock(cache, progress):
+        built = _load(final)  # another process may have built it meanwhile
+        if built is not None:
+            return built
+        _build(cache, home, public, sources, final, key, mirror, progress)
+    built = _load(final)
+    if built is None:
+        raise NodeOsError(f"the node OS in {final} is incomplete after building it")
+    return built
+
+
+def _build(
+    cache: Path,
+    home: Path,
+    public: str,
+    sources: dict[str, bytes],
+    final: Path,
+    key: str,
+    mirror: str,
+    progress: ProgressFn,
+) -> None:
+    """Build the node OS for ``key`` into ``final`` (the caller holds the build lock)."""
     version = nodeimage.version_for(key)
     progress(f"node OS {version}: building (Debian {SUITE}; several minutes the first time)")
     work = Path(tempfile.mkdtemp(prefix="nodeos-build-", dir=cache))
@@ -380,8 +426,9 @@ def build_node_os(
                 *("-comp", "zstd", "-noappend", "-no-progress", "-quiet", "-all-root"),
             ]
         )
-        progress("build-os: compressing the disk image (bzip2) and signing")
+        progress("build-os: compressing the disk image (bzip2 and zstd) and signing")
         process.run_to_file(["lbzip2", "-n", "2", "-c", str(raw)], release / DISK_IMAGE)
+        process.run_to_file(["zstd", "-q", "-T2", "-6", "-c", str(raw)], release / DISK_IMAGE_ZST)
         raw.unlink()
         for name in SIGNED:
             _gpg(
@@ -409,7 +456,3 @@ def build_node_os(
         process.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
         process.run(["umount", str(work / "root" / "var/cache/apt/archives")], check=False)
         shutil.rmtree(work, ignore_errors=True)
-    built = _load(final)
-    if built is None:
-        raise NodeOsError(f"the node OS in {final} is incomplete after building it")
-    return built
