@@ -128,7 +128,10 @@ def test_site_config_is_accepted_by_kpc(tmp_path: Path) -> None:
     # the lab's kolla files stay in the lab; two servers: control on the first only
     assert config.kolla.config_dir == tmp_path / "kolla"
     assert config.kolla.roles.first == 1
-    assert config.kolla.globals == {"prechecks_enable_host_ntp_checks": False}
+    assert config.kolla.globals == {
+        "prechecks_enable_host_ntp_checks": False,
+        "keepalived_track_script_enabled": False,
+    }
     assert config.kolla.roles.first_groups == ["control", "network", "monitoring"]
     one = parse_config(_site_config(make_plan(1), tmp_path), "lab.yaml")
     # one server holds every role kpc requires a machine for (compute included)
