@@ -288,6 +288,19 @@ def _record(timings: dict[str, float], executable: Path) -> None:
         Path(out).write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
 
 
+def _registry_bundle(tmp_path: Path, config_text: str) -> Path:
+    """kpc's registry image, built here (BuildKit's cache) and saved as an operator would."""
+    config = tmp_path / "build" / "kpc.yaml"
+    config.parent.mkdir()
+    config.write_text(config_text)  # the deploy host's own, so its images are the ones saved
+    kpc = [sys.executable, "-m", "appliance", "-c", str(config), "images"]
+    bundle = tmp_path / "kpc-images.tar"
+    for step in (["build", "registry"], ["save", str(bundle), "registry", "--gzip"]):
+        done = subprocess.run([*kpc, *step], capture_output=True, text=True, cwd=REPO)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return bundle
+
+
 def _live_media(tmp_path: Path, node: NodeOs) -> Path:
     """An ISO 9660 image holding the live kernel and initramfs, like Flatcar's ISO."""
     tree = tmp_path / "iso"
@@ -337,6 +350,7 @@ def test_live_server_refuses_then_installs_itself_and_boots_the_deploy_host(
         f"images: {{prefix: {IMAGES}}}\n"
     )
     config = parse_config(config_text, source="kpc.yaml")
+    bundle = _registry_bundle(tmp_path, config_text)
     keys = [parse_line(pub, "operator.pub", 1)]
     seeded = seed_files(config, node_os.version, keys)
     (www / "rescue.ign").write_text(seeded["ignition/rescue.ign"])
@@ -437,5 +451,25 @@ def test_live_server_refuses_then_installs_itself_and_boots_the_deploy_host(
             if said != "active":  # it names the image, and how to bring it
                 assert f"image {spec.image} is missing" in said, said
                 assert "kpc images load BUNDLE" in said, said
+
+        # Step 2 of the real-rack workflow: kpc's images come as a bundle, loaded by the
+        # executable (no Python here); then the registry's unit runs and answers.
+        for path in (bundle, bundle.with_name(bundle.name + ".sha256")):
+            operator.copy(path, path.name)
+        checked = operator.run(f"sha256sum -c {bundle.name}.sha256")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        loaded = operator.run(f"sudo /opt/bin/kpc images load {bundle.name}", timeout=1200)
+        assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+        assert f"{IMAGES}/registry:latest" in loaded.stdout, loaded.stdout
+        registry = service_specs(config, Path("/etc/kpc/kpc.yaml"))["registry"]
+        operator.run(f"sudo systemctl restart --no-block {registry.name}.service")
+        where = f"http://{GUEST_ADDRESS}:{config.registry.port}/v2/"
+
+        def answers_v2() -> bool:
+            return operator.run(f"curl -sf -o /dev/null {where}").returncode == 0
+
+        wait_for(answers_v2, 600, f"the registry loaded from the bundle to answer {where}", 5)
+        active = operator.run(f"systemctl is-active {registry.name}.service")
+        assert active.stdout.strip() == "active", active.stdout
     finally:
         server.stop()
