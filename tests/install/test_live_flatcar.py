@@ -49,7 +49,11 @@ from tests.conftest import REPO, require_root, require_tool, wait_for
 from tests.install.conftest import sparse_digest
 from tests.install.test_binary import kpc_binary  # noqa: F401  (the session fixture)
 
-pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.slow]
+# 'full' (scripts/test --full), not CI: one live server refuses, installs itself, boots the
+# deploy host and loads an image bundle: ~33 min of TCG VM time (docs/benchmarks.md), which
+# no cache shortens; CI keeps the executable's and the bundle's tests (tests/install,
+# tests/services/test_bundle.py) and the node OS's PXE-install chain (tests/lab).
+pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.slow, pytest.mark.full]
 
 GUEST_HTTP = "10.0.2.100"  # the one address the restricted guest can reach (guestfwd)
 GUEST_ADDRESS = "10.0.2.15"  # QEMU user networking's DHCP answer
