@@ -140,13 +140,14 @@ def _mounts(device: BlockDevice) -> str:
 
 @contextmanager
 def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP (a dropped SSH session) interrupt like Ctrl-C, so cleanup runs."""
+    """SIGTERM and SIGHUP (a dropped SSH session) interrupt like Ctrl-C, so cleanup runs;
+    SIGINT too, even when kpc was started with it ignored (a background job of a script)."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     previous: dict[signal.Signals, signal._HANDLER] = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with suppress(ValueError):  # not the main thread: leave signals alone
             previous[sig] = signal.signal(sig, handler)
     try:

@@ -251,9 +251,11 @@ def test_interrupted_installer_is_stopped_and_cleaned_up(
         *_args(site, "hang", "--device", loop.device, "--yes"),
     ]
     env = {**os.environ, "HOME": str(site["home"]), "SSH_CONNECTION": ""}
+    # started with SIGINT ignored, as a background job of a script is (CI runners do that):
+    # kpc must still stop on it
     proc = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=env, cwd=REPO,
+        env=env, cwd=REPO, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
     try:
         wait_for(lambda: (site["record"] / "started").exists() or proc.poll() is not None,
