@@ -32,6 +32,7 @@ def needs_python(images: Sequence[str]) -> bool:
 class Unbuildable:
     why: str
     off: str  # the globals.yml switch kpc turns off
+    instead: tuple[tuple[str, str], ...] = ()  # what globals.yml turns on in its place
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class ImageSets:
     def globals_for(self, services: str) -> dict[str, str]:
         """What kpc sets in globals.yml for a service set (kolla.globals may override)."""
         data = {u.off: "no" for u in self.unbuildable.values()}
+        for unbuildable in self.unbuildable.values():
+            data.update(unbuildable.instead)
         if services == "minimal":
             data.update(self.minimal_globals)
         return data
@@ -110,6 +113,9 @@ IMAGE_SETS: dict[str, ImageSets] = {
                 "needs the ProxySQL apt repository; Debian has no proxysql (HAProxy "
                 "balances MariaDB instead)",
                 "enable_proxysql",
+                # kolla 23's only HAProxy frontend for MariaDB: on the internal VIP at
+                # database_port, the first MariaDB node active and the others backups
+                instead=(("enable_external_mariadb_load_balancer", "yes"),),
             ),
             "horizon": Unbuildable(
                 "PyPI has no 2026.2 horizon yet (the newest, 27.0.0, is 2026.1's)",

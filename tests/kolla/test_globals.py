@@ -31,6 +31,8 @@ def test_globals_exact() -> None:
         # what cannot be built from Debian and PyPI is off (full core: kolla.services)
         "enable_fluentd": "no",
         "enable_proxysql": "no",
+        # ... and HAProxy balances MariaDB on the VIP in ProxySQL's place
+        "enable_external_mariadb_load_balancer": "yes",
         "enable_horizon": "no",
         "docker_registry_username": "kolla",
         "enable_cinder": True,

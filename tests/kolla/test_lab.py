@@ -76,6 +76,9 @@ def test_bootstrap_then_kollas_prechecks_pass(kolla_lab: KollaLab) -> None:
         "import docker, dbus, sys; print(docker.__version__, sys.prefix)",
     )  # fmt: skip
     assert probe.stdout.split() == ["7.1.0", "/opt/kpc/python"]
+    # kolla's services name their peers by inventory name (HAProxy's MariaDB members)
+    hosts = docker("exec", "kpch-node1", "getent", "hosts", "kpch-node2").stdout.split()
+    assert hosts[1:] == ["kpch-node2"] and hosts[0] == kolla_lab.node("kpch-node2").address
     assert docker("exec", "kpch-node2", "test", "-e", "/opt/kpc", check=False).returncode == 1
     again = kpc(kolla_lab.config, "kolla", "bootstrap", "--skip-checks")
     assert again.exit_code == 0, again.output
