@@ -90,6 +90,10 @@ class LabPaths:
         return self.directory / "router.leases"
 
     @property
+    def ntp_pid(self) -> Path:
+        return self.directory / "ntp.pid"
+
+    @property
     def supervisor(self) -> Path:
         """The supervisor's own record: its pid and its children's."""
         return self.directory / "supervisor.json"
@@ -115,6 +119,7 @@ class LabPaths:
             "sercon.bin",
             "logs",
             "router.leases",
+            "ntp.pid",
             "supervisor.json",
             "bootcfg",
             "servers",

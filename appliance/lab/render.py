@@ -1,5 +1,5 @@
-"""Pure renderers for the lab: the site router's dnsmasq command, the nftables guard, the
-simulated BMC's command, and the lab's site configuration."""
+"""Pure renderers for the lab: the site router's dnsmasq and NTP server commands, the nftables
+guard, the simulated BMC's command, and the lab's site configuration."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ LAB_VIP = 250  # host number of kolla_internal_vip_address: outside DHCP (100-19
 
 
 def router_argv(plan: LabPlan, leases: Path, log: Path) -> list[str]:
-    """The site router: plain DHCP (no PXE options at all) plus IPv6 router advertisements.
+    """The site router: plain DHCP (no PXE options at all, the router and the site's NTP
+    server as a site's DHCP gives them) plus IPv6 router advertisements.
 
     Without an RA, iPXE's IPv6 autoconfiguration waits ~16 s in "Configuring (net0)" on
     every boot; ``--no-ping`` saves another ~3 s per lease.
@@ -39,9 +40,31 @@ def router_argv(plan: LabPlan, leases: Path, log: Path) -> list[str]:
         "--dhcp-range=::,constructor:eth0,ra-only",
         f"--dhcp-range={first},{last},{plan.site_net.netmask},{ROUTER_LEASE_TIME}",
         f"--dhcp-option=option:router,{plan.router_address}",
+        f"--dhcp-option=option:ntp-server,{plan.router_address}",
         f"--dhcp-leasefile={leases}",
         f"--log-facility={log}",
         "--log-dhcp",
+    ]
+
+
+def ntp_argv(plan: LabPlan, pidfile: Path) -> list[str]:
+    """The site's NTP server, on the router: chrony serving this host's clock (the router's
+    namespace shares it) to the site network, setting no clock and asking no other server.
+    Nodes learn it from DHCP (option 42), as a rack's nodes do, so their clocks agree with
+    the deploy host's (kpc's fitness gate and kolla's precheck both need that)."""
+    return [
+        "chronyd",
+        "-d",  # foreground, log to stderr
+        "-x",  # never touch the clock
+        "-L",
+        "0",
+        # directives on the command line: chrony then reads no configuration file
+        "local stratum 8",
+        f"allow {plan.site_net}",
+        f"bindaddress {plan.router_address}",
+        "cmdport 0",
+        f"pidfile {pidfile}",
+        "user root",
     ]
 
 
@@ -194,13 +217,10 @@ def site_config(
             else {"first": 1, "first_groups": ["control", "network", "compute", "monitoring"]},
             # the lab's own kolla config (globals, inventory, passwords), not the host's
             "config_dir": str(directory / "kolla"),
-            # no NTP server is reachable from the lab (nothing leaves this machine): kolla's
-            # "clock synchronized" precheck cannot pass there (a real rack keeps it)
             # keepalived's haproxy check runs every 2 s and needs 10 passes in a row: a TCG
             # server cannot answer that fast, so the VIP never came up (one server: nothing
             # to fail over to anyway)
             "globals": {
-                "prechecks_enable_host_ntp_checks": False,
                 "keepalived_track_script_enabled": False,
             },
         },

@@ -1,7 +1,7 @@
 """The lab's long-running processes, kept by one supervisor process per lab.
 
 ``kpc lab up`` starts the supervisor (``kpc lab supervise``) and returns; the supervisor
-starts the site router (dnsmasq in the router namespace) and one simulated BMC per server
+starts the site router (dnsmasq and chrony in the router namespace) and one simulated BMC per server
 (in the BMC namespace), waits on them, restarts one that dies, and on SIGTERM stops the
 BMCs (which power their VMs off) and then the router. Every process stays a child of
 the one that started it, so nothing is left unreaped; its children get SIGTERM if it dies.
@@ -58,7 +58,10 @@ def managed_processes(directory: Path, python: str) -> list[Managed]:
             render.router_argv(plan, paths.router_leases, paths.router_log),
             plan.router_ns,
             paths.logs / "router.out",
-        )
+        ),
+        Managed(
+            "ntp", render.ntp_argv(plan, paths.ntp_pid), plan.router_ns, paths.logs / "ntp.log"
+        ),
     ]
     for server in plan.servers:
         sp = paths.server(server)

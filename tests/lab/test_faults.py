@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_root, wait_for
-from tests.lab.conftest import BMC_NET, NAME, ipmi, kpc, leftovers, reap_children, up_args
+from tests.lab.conftest import (
+    BMC_NET,
+    NAME,
+    SITE_NET,
+    ipmi,
+    kpc,
+    leftovers,
+    reap_children,
+    up_args,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.slow]
 
@@ -29,6 +38,18 @@ def test_lab_up_is_idempotent_refuses_clashes_and_names_a_silent_server(
 
     again = kpc(up_args(lab_dir, 1, "bios"))
     assert again.code == 0 and "already up (nothing changed)" in again.output
+
+    # the site's NTP server (chrony on the router, offered by its DHCP) answers an NTP
+    # client that sets nothing (chronyd -Q), with this host's own clock
+    def ntp_answers() -> bool:
+        query = [
+            *("chronyd", "-Q", "-t", "10"),
+            f"server {SITE_NET}1 iburst maxsamples 1",
+        ]
+        asked = subprocess.run(query, capture_output=True, text=True)
+        return asked.returncode == 0 and "System clock wrong by" in asked.stderr + asked.stdout
+
+    wait_for(ntp_answers, 60, "the lab site's NTP server to answer")
 
     other = kpc(up_args(lab_dir, 2, "bios"))
     assert other.code != 0 and "a different lab is already up" in other.output

@@ -49,6 +49,7 @@ def test_router_serves_dhcp_and_ra_but_no_pxe() -> None:
     assert "--enable-ra" in argv
     assert "--dhcp-range=198.18.0.100,198.18.0.199,255.255.255.0,1h" in argv
     assert "--dhcp-option=option:router,198.18.0.1" in argv
+    assert "--dhcp-option=option:ntp-server,198.18.0.1" in argv
     assert not [a for a in argv if "pxe" in a or "boot" in a or "tftp" in a]
 
 
@@ -128,10 +129,8 @@ def test_site_config_is_accepted_by_kpc(tmp_path: Path) -> None:
     # the lab's kolla files stay in the lab; two servers: control on the first only
     assert config.kolla.config_dir == tmp_path / "kolla"
     assert config.kolla.roles.first == 1
-    assert config.kolla.globals == {
-        "prechecks_enable_host_ntp_checks": False,
-        "keepalived_track_script_enabled": False,
-    }
+    # the lab's site has an NTP server (on its router): kolla's clock precheck stays on
+    assert config.kolla.globals == {"keepalived_track_script_enabled": False}
     assert config.kolla.roles.first_groups == ["control", "network", "monitoring"]
     one = parse_config(_site_config(make_plan(1), tmp_path), "lab.yaml")
     # one server holds every role kpc requires a machine for (compute included)
