@@ -13,6 +13,7 @@ PACKAGES=(
     linux-image-cloud-amd64 systemd systemd-sysv udev dbus systemd-timesyncd systemd-resolved
     dracut dracut-network ignition docker.io openssh-server sudo
     docker-cli pigz curl jq fdisk e2fsprogs gpgv bzip2 zstd iproute2 kmod procps less policycoreutils
+    iputils-ping  # as Flatcar: kolla's loadbalancer precheck pings the VIP (no ping: it failed)
 )
 step() { printf 'build-os: %s\n' "$*"; }
 in_root() { chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
