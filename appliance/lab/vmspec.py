@@ -27,6 +27,11 @@ CD_BOOTINDEX = 3
 CD_ID = "cd0"  # the drive's device; QMP blockdev-change-medium / eject name it by this id
 CD_QOM_PATH = f"/machine/peripheral/{CD_ID}"
 MEDIA_SUFFIX = ".media.iso"
+# MiB of QEMU's buffer of translated guest code under TCG. QEMU's default is 1 GiB per VM
+# and a booting systemd/Docker OS touches all of it (it fills, is flushed, fills again), so
+# a node-OS server at 1 GiB of RAM held 2.2 GiB resident; at 256 MiB the buffer no longer
+# dominates (docs/benchmarks.md, the virtual lab).
+TCG_TB_SIZE_MIB = 256
 Accel = Literal["tcg", "kvm"]
 
 
@@ -116,7 +121,7 @@ def qemu_argv(
         spec.name,
         "-nodefaults",
         "-accel",
-        spec.accel,
+        f"tcg,tb-size={TCG_TB_SIZE_MIB}" if spec.accel == "tcg" else spec.accel,
         "-smp",
         "1",
         "-m",

@@ -13,7 +13,7 @@ from appliance.bmc.qemu_backend import QemuBackend
 from appliance.drivers import netns
 from appliance.drivers.qmp import Qmp
 from appliance.errors import BmcError
-from appliance.lab.vmspec import NIC_BOOTINDEX, NIC_QOM_PATH
+from appliance.lab.vmspec import NIC_BOOTINDEX, NIC_QOM_PATH, TCG_TB_SIZE_MIB
 from tests.conftest import require_root, require_tool, wait_for
 from tests.lab.conftest import NAME, isolated_vm
 
@@ -75,3 +75,38 @@ def test_one_time_network_boot_then_disk_again(backend: QemuBackend) -> None:
     backend.power_off()
     assert backend.power_state() == "off"
     assert not backend.spec.qmp_socket.exists() or backend.power_state() == "off"
+
+
+def _qemu_pid(qmp_socket: Path) -> int:
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"qemu-system-x86_64") and any(
+            str(qmp_socket).encode() in a for a in argv
+        ):
+            return int(proc.name)
+    raise AssertionError(f"no QEMU process with {qmp_socket} on its command line")
+
+
+def _executable_mappings_mib(pid: int) -> list[float]:
+    """The sizes of a process's anonymous executable and writable mappings: under TCG, the
+    buffer QEMU translates guest code into (every page of it ends up resident)."""
+    sizes = []
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 5 and "x" in fields[1] and "w" in fields[1]:
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            sizes.append((end - start) / 2**20)
+    return sizes
+
+
+def test_a_tcg_server_keeps_its_translation_buffer_small(backend: QemuBackend) -> None:
+    # QEMU's default under TCG is 1 GiB per VM, and a booting Linux fills it: six lab
+    # servers then held 6 GiB for translated code alone (docs/benchmarks.md, the lab)
+    backend.power_on()
+    sizes = _executable_mappings_mib(_qemu_pid(backend.spec.qmp_socket))
+    assert sizes, "no translation buffer found in the QEMU process's mappings"
+    assert max(sizes) <= TCG_TB_SIZE_MIB, sizes
+    backend.power_off()
