@@ -37,7 +37,11 @@ POWER_OFF = chassis_control(p.CHASSIS_POWER_DOWN, "power off", repeatable=True)
 POWER_CYCLE = chassis_control(p.CHASSIS_POWER_CYCLE, "power cycle", repeatable=False)
 RESET = chassis_control(p.CHASSIS_HARD_RESET, "reset", repeatable=False)
 
-_SELECTORS = {BootDevice.PXE: p.BOOT_DEVICE_PXE, BootDevice.DISK: p.BOOT_DEVICE_DISK}
+_SELECTORS = {
+    BootDevice.PXE: p.BOOT_DEVICE_PXE,
+    BootDevice.DISK: p.BOOT_DEVICE_DISK,
+    BootDevice.CD: p.BOOT_DEVICE_CD,  # "force boot from CD/DVD": a virtual or real drive
+}
 
 
 def set_boot_device(

@@ -17,6 +17,7 @@
 - virtual media: insert downloads the ISO from its URL (bootcfg's assets) next to the VM's
   disk and puts it in the CD drive (QMP ``blockdev-change-medium``, at once when the VM
   runs, else at its next power on); eject empties the drive (QMP ``eject``) and deletes it.
+  A medium already in place when the BMC starts is in the drive.
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ class QemuBackend:
         self._lock = threading.RLock()
         self._boot_device: BootDevice = "default"
         self._persistent = False
-        self._media: Path | None = None  # the ISO in the CD drive
+        # the ISO in the CD drive: one left there stays in (a restarted BMC, or the CD
+        # 'kpc lab up --live-host' put in the drive of its live host)
+        media = media_file(spec)
+        self._media: Path | None = media if media.is_file() else None
 
     @property
     def mac(self) -> str:
