@@ -149,6 +149,21 @@ def up(
         "'kpc up' with DIR/kpc-2.yaml) and a 3-member etcd cluster both hosts' configs use "
         "(state.backend: etcd). Needs the base image (kpc images base).",
     ),
+    live_host: bool = typer.Option(
+        False,
+        "--live-host",
+        help="Also a live host (liveN): the deploy host to be, booted once from a CD of the "
+        "node OS's live image with kpc's rescue profile (needs --os node and --operator-key), "
+        "with a 40 GiB disk to install to and a 4 GiB one. It never PXE-boots, so kpc never "
+        "installs it: log in and run install-host there (README, On a real rack, step 1).",
+    ),
+    operator_key: Path | None = typer.Option(
+        None,
+        "--operator-key",
+        help="With --live-host: a public key file (e.g. ~/.ssh/id_ed25519.pub) that core on "
+        "the live host accepts (Ignition puts it in core's authorized_keys).",
+        show_default=False,
+    ),
     flatcar_assets: Path | None = typer.Option(
         None,
         "--flatcar-assets",
@@ -189,6 +204,8 @@ def up(
         flatcar_assets=flatcar_assets or DEFAULT_FLATCAR_ASSETS,
         bmc="redfish" if bmc == "redfish" else "mixed" if bmc == "mixed" else "ipmi",
         deploy_hosts=deploy_hosts,
+        live_host=live_host,
+        operator_key=operator_key,
     )
     say = _progress(c)
 
@@ -201,7 +218,8 @@ def up(
         c.err.print(f"the lab in {state.directory} is already up (nothing changed)")
     table = new_table("SERVER", "FIRMWARE", "MAC", "BMC")
     for server in state.plan.servers:
-        table.add_row(server.name, server.firmware, server.mac, str(server.bmc_address))
+        role = " (live)" if server.role == "live" else ""
+        table.add_row(server.name + role, server.firmware, server.mac, str(server.bmc_address))
     c.err.print(table)
     plan = state.plan
     c.err.print(
@@ -209,6 +227,13 @@ def up(
         f"{plan.host_site_link}, BMC network {plan.bmc_net} on {plan.host_bmc_link}.\n"
         "Next: kpc up; kpc bmc discover; kpc pxe-all --yes; kpc lab wait"
     )
+    for live in plan.live_hosts:
+        c.err.print(
+            f"live host {live.name} is booting the node OS from its CD (a few minutes under "
+            f"TCG; 'kpc lab console {live.name}' shows it); then, with the key you gave:\n"
+            f"  ssh core@{plan.live_address(live)}\n"
+            f"and bring kpc there as on a real rack (README: On a real rack, step 1)."
+        )
     if plan.deploy_hosts > 1:
         c.err.print(
             f"deploy host 2: {plan.deploy_host_address(2)} in namespace {plan.host2_ns}; "
@@ -329,7 +354,7 @@ def wait(
     took = wait_for_state(
         state, lambda: _machines(state), want=want, timeout=timeout, progress=show
     )
-    c.err.print(f"all {len(state.plan.servers)} lab servers are {want.value} after {took:.0f}s")
+    c.err.print(f"all {len(state.plan.nodes)} lab servers are {want.value} after {took:.0f}s")
 
 
 @group.command("console")

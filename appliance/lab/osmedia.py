@@ -26,14 +26,14 @@ KERNEL_ARGS_MEDIA = f"{KERNEL_ARGS_COMMON.replace(' quiet', '')} kpc.role=probe 
 TOOLS = {"grub-mkrescue": "grub-common", "xorriso": "xorriso", "mformat": "mtools"}
 
 
-def grub_cfg(append: str = KERNEL_ARGS_MEDIA) -> str:
+def grub_cfg(append: str = KERNEL_ARGS_MEDIA, title: str = "kpc lab OS (virtual media)") -> str:
     """GRUB's menu on the CD: on the serial console, the one entry booted at once."""
     return (
         "serial --unit=0 --speed=115200\n"
         "terminal_input serial console\n"
         "terminal_output serial console\n"
         "set timeout=0\n"
-        "menuentry 'kpc lab OS (virtual media)' {\n"
+        f"menuentry '{title}' {{\n"
         f"  linux /boot/vmlinuz {append}\n"
         "  initrd /boot/initrd.gz\n"
         "}\n"
@@ -44,26 +44,32 @@ def media_path(lab_os: LabOs) -> Path:
     return lab_os.directory / MEDIA_NAME
 
 
-def build_media(lab_os: LabOs) -> Path:
-    """``media.iso`` beside the lab OS build, made unless already there."""
-    target = media_path(lab_os)
-    if target.is_file():
-        return target
+def make_iso(kernel: Path, initrd: Path, menu: str, volume: str, target: Path) -> Path:
+    """A bootable ISO (BIOS and UEFI) at ``target`` that boots ``kernel`` and ``initrd``
+    with GRUB's ``menu`` (``grub_cfg``); written beside ``target`` and renamed into place."""
     for tool, package in TOOLS.items():
         process.which(tool, package)
-    work = Path(tempfile.mkdtemp(prefix="labos-media-", dir=lab_os.directory.parent))
+    work = Path(tempfile.mkdtemp(prefix=".media-", dir=target.parent))
     try:
         tree = work / "tree"
         (tree / "boot" / "grub").mkdir(parents=True)
-        shutil.copyfile(lab_os.kernel, tree / "boot" / "vmlinuz")
-        shutil.copyfile(lab_os.initrd, tree / "boot" / "initrd.gz")
-        (tree / "boot" / "grub" / "grub.cfg").write_text(grub_cfg(), encoding="utf-8")
-        iso = work / MEDIA_NAME
+        shutil.copyfile(kernel, tree / "boot" / "vmlinuz")
+        shutil.copyfile(initrd, tree / "boot" / "initrd.gz")
+        (tree / "boot" / "grub" / "grub.cfg").write_text(menu, encoding="utf-8")
+        iso = work / target.name
         process.run(
-            ["grub-mkrescue", "-o", str(iso), str(tree), "--", "-volid", MEDIA_VOLUME],
+            ["grub-mkrescue", "-o", str(iso), str(tree), "--", "-volid", volume],
             hint="grub-mkrescue needs grub-pc-bin, grub-efi-amd64-bin, xorriso and mtools",
         )
         iso.replace(target)  # atomic: a half-made ISO is never taken for a built one
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def build_media(lab_os: LabOs) -> Path:
+    """``media.iso`` beside the lab OS build, made unless already there."""
+    target = media_path(lab_os)
+    if target.is_file():
+        return target
+    return make_iso(lab_os.kernel, lab_os.initrd, grub_cfg(), MEDIA_VOLUME, target)

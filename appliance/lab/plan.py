@@ -31,6 +31,7 @@ Firmware = Literal["bios", "uefi"]
 FirmwareChoice = Literal["bios", "uefi", "mixed"]
 BmcProtocol = Literal["ipmi", "redfish"]
 BmcChoice = Literal["ipmi", "redfish", "mixed"]
+Role = Literal["node", "live"]
 
 LAB_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 SITE_NET = ipaddress.IPv4Network("198.18.0.0/24")
@@ -41,6 +42,7 @@ MAX_SERVERS = 64
 MAX_MEMORY_MIB = 16384
 BMC_HOST_OFFSET = 10  # server i's BMC is .(10 + i)
 DHCP_FIRST, DHCP_LAST = 100, 199
+LIVE_HOST_OFFSET = 20  # a live host's fixed site address is .(20 + index): below DHCP's range
 MAX_NETWORK = 127
 MAX_DEPLOY_HOSTS = 2
 ETCD_PORT = 2379  # the lab's etcd members: clients on this port (and +2), peers on +1
@@ -58,10 +60,13 @@ class Server:
     bmc_address: ipaddress.IPv4Address
     memory_mib: int
     bmc: BmcProtocol = "ipmi"  # what its simulated BMC speaks
+    # node: installed by kpc over PXE; live: a deploy host to be, live-booted from the node
+    # OS's CD (kpc lab up --live-host), never PXE-booted, so never installed by kpc
+    role: Role = "node"
 
     @property
     def name(self) -> str:
-        return f"server{self.index}"
+        return f"{'live' if self.role == 'live' else 'server'}{self.index}"
 
     @property
     def uuid(self) -> str:
@@ -84,6 +89,19 @@ class LabPlan:
     deploy_hosts: int = 1  # 2: a second deploy host in its own namespace, etcd for both
 
     # --- names --------------------------------------------------------------------------
+    @property
+    def nodes(self) -> tuple[Server, ...]:
+        """The servers kpc provisions (every server but a live host)."""
+        return tuple(s for s in self.servers if s.role == "node")
+
+    @property
+    def live_hosts(self) -> tuple[Server, ...]:
+        return tuple(s for s in self.servers if s.role == "live")
+
+    def live_address(self, server: Server) -> ipaddress.IPv4Address:
+        """A live host's site address (the router's DHCP reservation for its MAC)."""
+        return self._host(self.site_net, LIVE_HOST_OFFSET + server.index)
+
     @property
     def switch_ns(self) -> str:
         return f"{self.name}-sw"
@@ -228,19 +246,27 @@ def make_plan(
     memory_mib: int = 256,
     network: int = 0,
     deploy_hosts: int = 1,
+    live_host_memory_mib: int | None = None,
 ) -> LabPlan:
-    """The lab for ``nodes`` servers; UsageError for numbers or names that cannot work."""
+    """The lab for ``nodes`` servers, plus one live host (``live_host_memory_mib`` given) as
+    the last server; UsageError for numbers or names that cannot work."""
     if not NAME_RE.fullmatch(name):
         raise UsageError(
             f"lab name {name!r} is not usable",
             hint="2-10 characters: a lowercase letter, then lowercase letters or digits",
         )
-    if not 1 <= nodes <= MAX_SERVERS:
-        raise UsageError(f"--nodes must be between 1 and {MAX_SERVERS} (got {nodes})")
-    if not 192 <= memory_mib <= MAX_MEMORY_MIB:
+    live = live_host_memory_mib is not None
+    fewest = 0 if live else 1  # a lab of one live host alone is fine
+    if not fewest <= nodes <= MAX_SERVERS - live:
         raise UsageError(
-            f"--memory must be between 192 and {MAX_MEMORY_MIB} MiB (got {memory_mib})"
+            f"--nodes must be between {fewest} and {MAX_SERVERS - live} (got {nodes})"
+            + (" with --live-host" if live else "")
         )
+    for memory in (memory_mib, live_host_memory_mib or memory_mib):
+        if not 192 <= memory <= MAX_MEMORY_MIB:
+            raise UsageError(
+                f"--memory must be between 192 and {MAX_MEMORY_MIB} MiB (got {memory})"
+            )
     if not 1 <= deploy_hosts <= MAX_DEPLOY_HOSTS:
         raise UsageError(
             f"--deploy-hosts must be between 1 and {MAX_DEPLOY_HOSTS} (got {deploy_hosts})"
@@ -258,6 +284,20 @@ def make_plan(
         )
         for i in range(1, nodes + 1)
     )
+    if live_host_memory_mib is not None:
+        i = nodes + 1
+        servers += (
+            Server(
+                index=i,
+                firmware=firmware_for(i, firmware),
+                mac=server_mac(i),
+                tap=f"tap{i}",
+                bmc_address=bmc_net.network_address + BMC_HOST_OFFSET + i,
+                memory_mib=live_host_memory_mib,
+                bmc=bmc_for(i, bmc),
+                role="live",
+            ),
+        )
     return LabPlan(
         name=name,
         servers=servers,
@@ -283,6 +323,7 @@ def plan_to_dict(plan: LabPlan) -> dict[str, object]:
                 "bmc_address": str(s.bmc_address),
                 "memory_mib": s.memory_mib,
                 "bmc": s.bmc,
+                "role": s.role,
             }
             for s in plan.servers
         ],
@@ -308,6 +349,7 @@ def plan_from_dict(data: dict[str, object]) -> LabPlan:
                 bmc_address=ipaddress.IPv4Address(str(item["bmc_address"])),
                 memory_mib=int(item["memory_mib"]),
                 bmc="redfish" if item.get("bmc") == "redfish" else "ipmi",
+                role="live" if item.get("role") == "live" else "node",
             )
         )
     disk_gib = data.get("disk_gib", 2)

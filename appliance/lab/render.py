@@ -41,6 +41,8 @@ def router_argv(plan: LabPlan, leases: Path, log: Path) -> list[str]:
         f"--dhcp-range={first},{last},{plan.site_net.netmask},{ROUTER_LEASE_TIME}",
         f"--dhcp-option=option:router,{plan.router_address}",
         f"--dhcp-option=option:ntp-server,{plan.router_address}",
+        # a live host's fixed address, so 'kpc lab up' can tell the operator where it is
+        *(f"--dhcp-host={s.mac},{plan.live_address(s)}" for s in plan.live_hosts),
         f"--dhcp-leasefile={leases}",
         f"--log-facility={log}",
         "--log-dhcp",
@@ -187,8 +189,9 @@ def site_config(
         },
         "bmc": {
             "networks": [str(plan.bmc_net)],
-            # each BMC named by its server's boot MAC: 'kpc pxe-all --only MAC' picks it
-            "hosts": [{"address": str(s.bmc_address), "name": s.mac} for s in plan.servers],
+            # each BMC named by its server's boot MAC: 'kpc pxe-all --only MAC' picks it (a
+            # live host's is left out: it is the deploy host to be, not a node)
+            "hosts": [{"address": str(s.bmc_address), "name": s.mac} for s in plan.nodes],
             "user": bmc_user,
             "password": {"file": str(bmc_password_file)},
             "timeout": 5.0,
@@ -213,7 +216,7 @@ def site_config(
             "internal_vip": str(plan.site_net.network_address + LAB_VIP),
             # one server holds every role (kpc wants a machine in each of kolla's groups)
             "roles": {"first": 1}
-            if len(plan.servers) > 1
+            if len(plan.nodes) > 1
             else {"first": 1, "first_groups": ["control", "network", "compute", "monitoring"]},
             # the lab's own kolla config (globals, inventory, passwords), not the host's
             "config_dir": str(directory / "kolla"),

@@ -158,7 +158,7 @@ def wait_for_state(
         found = machines()
         states = {
             s.name: (found[s.mac].state.value if s.mac in found else "unknown")
-            for s in state.plan.servers
+            for s in state.plan.nodes  # a live host is never in kpc's registry
         }
         elapsed = time.monotonic() - start
         if states != last:
@@ -170,7 +170,7 @@ def wait_for_state(
             break
         time.sleep(interval)
     paths = LabPaths(state.directory)
-    late = [s for s in state.plan.servers if last.get(s.name) != want.value]
+    late = [s for s in state.plan.nodes if last.get(s.name) != want.value]
     blocks = []
     for server in late:
         tail = serial_tail(paths.server(server).serial_log, 15)
@@ -180,7 +180,7 @@ def wait_for_state(
             f"the end of its serial log {paths.server(server).serial_log}:\n{body}"
         )
     raise LabError(
-        f"{len(late)} of {len(state.plan.servers)} lab servers are not {want.value} after "
+        f"{len(late)} of {len(state.plan.nodes)} lab servers are not {want.value} after "
         f"{timeout:.0f}s:\n" + "\n".join(blocks),
         hint="see the serial logs above; 'kpc lab status' shows every server",
     )

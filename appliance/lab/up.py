@@ -21,17 +21,18 @@ from typing import Literal
 from appliance.config import load_config
 from appliance.drivers import netns, process
 from appliance.errors import KpcError, ToolMissing, UsageError
-from appliance.keys import parse_authorized_keys
+from appliance.keys import AuthorizedKey, parse_authorized_keys
+from appliance.lab import live as live_host
 from appliance.lab import network, render
 from appliance.lab.layout import LabPaths
 from appliance.lab.nodeos import NodeOs, build_node_os
 from appliance.lab.osbuild import LabOs, build_lab_os
 from appliance.lab.osimage import KERNEL_ARGS_COMMON
 from appliance.lab.osmedia import build_media
-from appliance.lab.plan import BmcChoice, FirmwareChoice, LabPlan, make_plan
+from appliance.lab.plan import BmcChoice, FirmwareChoice, LabPlan, Server, make_plan
 from appliance.lab.state import LabState, Resource, load_state, record, save_state
 from appliance.lab.supervisor import read_record
-from appliance.lab.vmspec import Accel, VmSpec, spec_to_json
+from appliance.lab.vmspec import Accel, VmSpec, load_spec, media_file, spec_to_json
 
 Progress = Callable[[str], None]
 
@@ -79,6 +80,8 @@ class UpRequest:
     flatcar_assets: Path | None = None  # assets/flatcar of a data dir 'kpc assets fetch' filled
     bmc: BmcChoice = "ipmi"  # what the simulated BMCs speak: ipmi, redfish, or mixed
     deploy_hosts: int = 1  # 2: a second deploy host (own namespace and services), etcd
+    live_host: bool = False  # one more server, live-booted from the node OS's CD (lab/live)
+    operator_key: Path | None = None  # the live host's core user's public key file
 
 
 @dataclass(frozen=True)
@@ -194,14 +197,19 @@ def _existing(state: LabState, plan: LabPlan, firmware: str) -> UpResult | None:
     return UpResult(state, state.config or LabPaths(where).config, already_up=True)
 
 
+def _disk(path: Path, gib: int) -> Path:
+    process.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), f"{gib}G"])
+    return path
+
+
 def _server_files(state: LabState, paths: LabPaths, accel: Accel) -> None:
     paths.sercon.write_bytes(SERCON_PORT)
     for server in state.plan.servers:
         sp = paths.server(server)
         sp.directory.mkdir(parents=True, exist_ok=True)
-        process.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", str(sp.disk), f"{state.plan.disk_gib}G"]
-        )
+        _disk(sp.disk, state.plan.disk_gib)
+        live = server.role == "live"
+        small = (_disk(sp.directory / "small.qcow2", live_host.SMALL_DISK_GIB),) if live else ()
         uefi = server.firmware == "uefi"
         spec = VmSpec(
             name=server.name,
@@ -222,6 +230,8 @@ def _server_files(state: LabState, paths: LabPaths, accel: Accel) -> None:
             bmc_address=str(server.bmc_address),
             uuid=server.uuid,
             serial=server.serial,
+            extra_disks=small,
+            pxe=not live,
         )
         sp.spec.write_text(spec_to_json(spec), encoding="utf-8")
 
@@ -329,6 +339,56 @@ def _wait_for_bmcs(state: LabState, paths: LabPaths, progress: Progress) -> None
     progress(f"{len(state.plan.servers)} simulated BMCs answer ({' and '.join(kinds)})")
 
 
+def _check_live_request(request: UpRequest) -> list[AuthorizedKey]:
+    """The operator's keys for --live-host (read before anything is made), or a UsageError
+    for a combination that cannot work."""
+    if request.operator_key is not None and not request.live_host:
+        raise UsageError(
+            "--operator-key is the live host's key, and there is no live host",
+            hint="add --live-host, or leave --operator-key out",
+        )
+    if not request.live_host:
+        return []
+    if request.os != "node":
+        raise UsageError(
+            "--live-host boots the node OS (Flatcar-shaped, real Ignition); the busybox lab "
+            "OS has no live profile",
+            hint="add --os node",
+        )
+    if request.operator_key is None:
+        raise UsageError(
+            "--live-host needs --operator-key: the public key core will accept (the live "
+            "host has no password and no other way in)",
+            hint=live_host.KEY_HINT,
+        )
+    return live_host.read_operator_key(request.operator_key)
+
+
+def _boot_from_cd(server: Server, paths: LabPaths) -> None:
+    """What an operator does at a BMC: boot once from the CD drive, power on (kpc's own
+    IPMI and Redfish jobs, against the server's simulated BMC)."""
+    from appliance.bmc import control
+    from appliance.bmc.actions import Action, BootDevice, Kind, PowerAction, power
+    from appliance.bmc.jobs import Credentials, Protocol, RunOptions, Target, Tls
+
+    password = paths.bmc_password.read_text(encoding="utf-8").strip()
+    target = Target(
+        str(server.bmc_address),
+        Credentials(BMC_USER, password),
+        name=server.name,
+        protocol=Protocol.REDFISH if server.bmc == "redfish" else Protocol.IPMI,
+        tls=Tls(insecure=True),  # the lab's own simulated BMC, on the lab's BMC network
+    )
+    for action in (Action(Kind.BOOTDEV, device=BootDevice.CD), power(PowerAction.ON)):
+        outcome = control.run([target], action, RunOptions(timeout=30.0))[0]
+        if not outcome.ok:
+            raise LabError(
+                f"{server.name}: its BMC {server.bmc_address} did not {action.describe()}: "
+                f"{outcome.error}",
+                hint=f"see {paths.server(server).bmc_log}",
+            )
+
+
 ETCD_READY_TIMEOUT = 60.0
 
 
@@ -382,6 +442,7 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
     """Make the lab described by ``request``; ``tear_down`` removes a half-made one."""
     node = request.os == "node"
     memory = request.memory_mib or (NODE_OS_MEMORY_MIB if node else BUSYBOX_MEMORY_MIB)
+    operator_keys = _check_live_request(request)
     plan = make_plan(
         request.nodes,
         request.firmware,
@@ -390,6 +451,9 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
         memory_mib=memory,
         network=request.network,
         deploy_hosts=request.deploy_hosts,
+        live_host_memory_mib=(request.memory_mib or NODE_OS_MEMORY_MIB)
+        if request.live_host
+        else None,
     )
     if node:
         plan = replace(plan, disk_gib=NODE_OS_DISK_GIB)
@@ -478,6 +542,12 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
                     config, lab_os, keys, flatcar_assets=request.flatcar_assets
                 )
             progress(f"bootcfg data in {config.bootcfg.data_dir}: the installer boots {boots}")
+            if host == 1 and node_os is not None:
+                for server in plan.live_hosts:
+                    spec = load_spec(paths.server(server).spec)
+                    args = live_host.live_kernel_args(config, node_os.version, operator_keys)
+                    live_host.build_live_media(node_os, args, media_file(spec))
+                    progress(f"{server.name}: the node OS's live CD in its drive")
         if boots.startswith("Flatcar") and memory < FLATCAR_MEMORY_MIB:
             progress(
                 f"warning: Flatcar's PXE image needs about {FLATCAR_MEMORY_MIB} MiB of RAM; "
@@ -486,6 +556,12 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
         progress("site router and simulated BMCs: starting")
         _start_supervisor(state, paths)
         _wait_for_bmcs(state, paths, progress)
+        for server in plan.live_hosts:
+            _boot_from_cd(server, paths)
+            progress(
+                f"{server.name}: powered on, booting its CD once (BMC {server.bmc_address}); "
+                f"it will answer at {plan.live_address(server)}"
+            )
         if plan.etcd_members:
             _wait_for_etcd(plan, paths, progress)
         state.phase = "up"

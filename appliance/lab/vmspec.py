@@ -56,10 +56,13 @@ class VmSpec:
     bmc_address: str | None = None  # told to the OS as an SMBIOS OEM string (type 11)
     uuid: str | None = None  # SMBIOS system UUID (type 1)
     serial: str | None = None  # SMBIOS system serial number (type 1)
+    extra_disks: tuple[Path, ...] = ()  # more virtio disks (qcow2), never booted from
+    pxe: bool = True  # False: the NIC has no boot ROM (a live host never boots from the net)
 
 
 def spec_to_json(spec: VmSpec) -> str:
     data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()}
+    data["extra_disks"] = [str(p) for p in spec.extra_disks]
     return json.dumps(data, indent=2) + "\n"
 
 
@@ -85,6 +88,10 @@ def load_spec(path: Path) -> VmSpec:
             values[name] = Path(str(value))
         elif name in optional_paths:
             values[name] = Path(str(value)) if value else None
+        elif name == "extra_disks":
+            if not isinstance(value, list):
+                raise ConfigError(f"{path}: extra_disks: must be a list of paths")
+            values[name] = tuple(Path(str(v)) for v in value)
         else:
             values[name] = value
     try:
@@ -112,6 +119,8 @@ def qemu_argv(
     ``cd_first``: it tries the CD drive first; ``media``: the ISO in the CD drive."""
     nic_index = PXE_FIRST_BOOTINDEX if network_first else NIC_BOOTINDEX
     cd_index = PXE_FIRST_BOOTINDEX if cd_first and not network_first else CD_BOOTINDEX
+    # without a boot ROM the NIC cannot boot, whatever its bootindex: the firmware moves on
+    nic_rom = "" if spec.pxe else ",romfile="
     cd_drive = "if=none,id=cdrom0,media=cdrom,readonly=on"
     if media is not None:
         cd_drive += f",format=raw,file={media}"
@@ -141,7 +150,7 @@ def qemu_argv(
         "-netdev",
         f"tap,id=net0,ifname={spec.tap},script=no,downscript=no",
         "-device",
-        f"virtio-net-pci,id={NIC_ID},netdev=net0,mac={spec.mac},bootindex={nic_index}",
+        f"virtio-net-pci,id={NIC_ID},netdev=net0,mac={spec.mac},bootindex={nic_index}{nic_rom}",
         "-device",
         "virtio-rng-pci",
         "-drive",
@@ -149,6 +158,13 @@ def qemu_argv(
         "-device",
         f"ide-cd,drive=cdrom0,id={CD_ID},bootindex={cd_index}",
     ]
+    for number, extra in enumerate(spec.extra_disks, start=1):
+        argv += [
+            "-drive",
+            f"file={extra},format=qcow2,if=none,id=disk{number},cache=unsafe",
+            "-device",
+            f"virtio-blk-pci,drive=disk{number},id=disk{number}",
+        ]
     if spec.bmc_address:
         argv += ["-smbios", f"type=11,value=kpc.bmc_address={spec.bmc_address}"]
     if spec.uuid:
