@@ -281,7 +281,8 @@ def status(
             s.power,
             s.state,
             s.server.mac,
-            (s.machine.management_address if s.machine else None) or "-",
+            (s.machine.management_address if s.machine else None)
+            or (str(plan.live_address(s.server)) if s.server.role == "live" else "-"),
             str(s.server.bmc_address),
             s.server.firmware,
         )

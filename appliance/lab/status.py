@@ -29,7 +29,9 @@ class ServerStatus:
 
     @property
     def state(self) -> str:
-        return self.machine.state.value if self.machine else "unknown"
+        if self.machine:
+            return self.machine.state.value
+        return "live host" if self.server.role == "live" else "unknown"
 
 
 @dataclass(frozen=True)
