@@ -1,10 +1,11 @@
 """A deploy host from a live Flatcar-shaped server: how long, and what the operator carries.
 
-Time: runs the full live install of ``tests/install/test_live_flatcar.py`` (QEMU TCG: log in
-over SSH, scp kpc's executable, the refusals, ``sudo -E ./kpc install-host`` typed at a pty,
-the node OS's flatcar-install, power off, boot from disk with the deployhost Ignition) and
-reports each phase. Its baseline, from the same run: the same server's boot from power-on
-to answering SSH (live media), i.e. what one boot costs on this machine.
+Time: runs the full live install of ``tests/install/test_live_flatcar.py`` (the lab's live
+host, ``kpc lab up --live-host``, QEMU TCG: log in over SSH, scp kpc's executable, the
+refusals, ``sudo -E ./kpc install-host`` typed at a pty, the node OS's flatcar-install, a
+reboot into the disk with the deployhost Ignition) and reports each phase. Its baseline, from
+the same run: the same server's boot from ``kpc lab up`` to answering SSH (its live CD), i.e.
+what one boot costs on this machine. Set KPC_TEST_LAB_SLOT as for the tests.
 
 Size: the executable (as the test used it), and the image bundle of ``kpc images save`` (kpc's
 service images; with ``--kolla`` also the Kolla set, if built), beside the baseline of the
@@ -121,7 +122,7 @@ def live_install() -> None:
         out = Path(tmp) / "timings.json"
         env = {**os.environ, "KPC_LIVE_INSTALL_TIMINGS": str(out)}
         argv = [
-            sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+            sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--full",
             "tests/install/test_live_flatcar.py", "-k", "installs_itself",
         ]  # fmt: skip
         started = time.monotonic()
@@ -134,8 +135,8 @@ def live_install() -> None:
     print(f"  login on the live server -> deploy host answers SSH: {whole:.0f} s")
     print(f"    scp of the executable + 3 dry runs: {t['copy_and_dry_runs_s']:.0f} s")
     print(f"    kpc install-host (typed answers, flatcar-install): {t['install_host_s']:.0f} s")
-    print(f"    boot from disk (Ignition) to SSH: {t['disk_boot_to_ssh_s']:.0f} s")
-    print(f"  baseline: live boot, power-on to SSH: {t['live_boot_to_ssh_s']:.0f} s")
+    print(f"    reboot into the disk (Ignition) to SSH: {t['disk_boot_to_ssh_s']:.0f} s")
+    print(f"  baseline: live boot, kpc lab up to SSH: {t['live_boot_to_ssh_s']:.0f} s")
     print(f"  executable: {mb(t['executable_bytes'])}")
 
 
