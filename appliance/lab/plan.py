@@ -272,32 +272,22 @@ def make_plan(
             f"--deploy-hosts must be between 1 and {MAX_DEPLOY_HOSTS} (got {deploy_hosts})"
         )
     site_net, bmc_net = lab_networks(network)
-    servers = tuple(
-        Server(
+
+    def server(i: int, memory: int, role: Role = "node") -> Server:
+        return Server(
             index=i,
             firmware=firmware_for(i, firmware),
             mac=server_mac(i),
             tap=f"tap{i}",
             bmc_address=bmc_net.network_address + BMC_HOST_OFFSET + i,
-            memory_mib=memory_mib,
+            memory_mib=memory,
             bmc=bmc_for(i, bmc),
+            role=role,
         )
-        for i in range(1, nodes + 1)
-    )
+
+    servers = tuple(server(i, memory_mib) for i in range(1, nodes + 1))
     if live_host_memory_mib is not None:
-        i = nodes + 1
-        servers += (
-            Server(
-                index=i,
-                firmware=firmware_for(i, firmware),
-                mac=server_mac(i),
-                tap=f"tap{i}",
-                bmc_address=bmc_net.network_address + BMC_HOST_OFFSET + i,
-                memory_mib=live_host_memory_mib,
-                bmc=bmc_for(i, bmc),
-                role="live",
-            ),
-        )
+        servers += (server(nodes + 1, live_host_memory_mib, "live"),)
     return LabPlan(
         name=name,
         servers=servers,

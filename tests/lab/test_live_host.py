@@ -26,9 +26,10 @@ from appliance.lab.osmedia import grub_cfg, make_iso
 from appliance.lab.plan import make_plan, plan_from_dict, plan_to_dict
 from appliance.lab.state import LabState, save_state
 from appliance.lab.up import UpRequest, lab_up
-from appliance.lab.vmspec import VmSpec, load_spec, media_file, qemu_argv, spec_to_json
+from appliance.lab.vmspec import load_spec, media_file, qemu_argv, spec_to_json
 from tests.conftest import require_tool
 from tests.lab.conftest import kpc
+from tests.lab.test_pure import _site_config, _spec
 
 KEY = (
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl operator@site"
@@ -79,16 +80,7 @@ def test_router_reserves_its_address_and_the_site_config_leaves_its_bmc_out(
     plan = make_plan(1, "bios", live_host_memory_mib=3072)
     argv = render.router_argv(plan, tmp_path / "leases", tmp_path / "log")
     assert "--dhcp-host=52:54:00:c6:12:02,198.18.0.22" in argv
-    text = render.site_config(
-        plan,
-        directory=tmp_path,
-        bmc_user="admin",
-        bmc_password_file=tmp_path / "bmc-password",
-        ssh_private_key=tmp_path / "ssh" / "id_ed25519",
-        bootcfg_port=8080,
-        registry_port=5000,
-        services_prefix="kpclab",
-    )
+    text = _site_config(plan, tmp_path)
     config = parse_config(text, "lab.yaml")
     # pxe-all and friends act on the nodes; the live host is the deploy host to be
     assert [h.name for h in config.bmc.hosts] == ["52:54:00:c6:12:01"]
@@ -96,17 +88,13 @@ def test_router_reserves_its_address_and_the_site_config_leaves_its_bmc_out(
 
 
 def test_live_vm_never_boots_from_the_network_and_has_its_small_disk(tmp_path: Path) -> None:
-    spec = VmSpec(
+    spec = dataclasses.replace(
+        _spec(tmp_path, "bios"),
         name="live1",
-        firmware="bios",
         memory_mib=3072,
-        mac="52:54:00:c6:12:01",
-        netns="kpcl-sw",
-        tap="tap1",
-        disk=tmp_path / "disk.qcow2",
-        serial_log=tmp_path / "serial.log",
-        qmp_socket=tmp_path / "qmp.sock",
-        qemu_log=tmp_path / "qemu.log",
+        ovmf_code=None,
+        ovmf_vars_template=None,
+        ovmf_vars=None,
         extra_disks=(tmp_path / "small.qcow2",),
         pxe=False,
     )
