@@ -224,8 +224,12 @@ def up(
     plan = state.plan
     c.err.print(
         f"lab {plan.name!r} is up in {state.directory}; deploy host {plan.deploy_address} on "
-        f"{plan.host_site_link}, BMC network {plan.bmc_net} on {plan.host_bmc_link}.\n"
-        "Next: kpc up; kpc bmc discover; kpc pxe-all --yes; kpc lab wait"
+        f"{plan.host_site_link}, BMC network {plan.bmc_net} on {plan.host_bmc_link}."
+        + (
+            "\nNext: kpc up; kpc bmc discover; kpc pxe-all --yes; kpc lab wait"
+            if plan.nodes
+            else ""
+        )
     )
     for live in plan.live_hosts:
         c.err.print(
