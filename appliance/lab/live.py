@@ -5,18 +5,20 @@ their key; the lab does the same with its node OS. The live host is one more lab
 (``role: live``, named ``liveN``): a 40 GiB disk to install to, a second disk too small for
 Flatcar, and in its CD drive an ISO made here from the node OS's live kernel and initramfs.
 The ISO boots the product's own rescue profile (``bootcfg.setup.seed_files``: its kernel
-arguments and its Ignition, the operator's public key in core's ``authorized_keys``), the
-Ignition config carried on the kernel command line as a ``data:`` URL, so the host needs
-nothing from the network to let the operator in. Its NIC has no boot ROM: it never PXE-boots,
-so kpc's install profile can never reach it (it does not install itself). The router
-reserves its address (``LabPlan.live_address``); its BMC boots it once from the CD.
+arguments and its Ignition, the operator's public key in core's ``authorized_keys``). The
+Ignition config is embedded in the ISO the way ``coreos-installer iso ignition embed`` does
+it: a second initramfs archive holding ``/usr/lib/ignition/user.ign``, which Ignition reads
+when the kernel command line names no config, so the host needs nothing from the network
+to let the operator in, and any number of keys fit. Its NIC has no boot ROM: it never
+PXE-boots, so kpc's install profile can never reach it (it does not install itself). The
+router reserves its address (``LabPlan.live_address``); its BMC boots it once from the CD.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from urllib.parse import quote
+from typing import Any
 
 from appliance.bootcfg.setup import INITRD, KERNEL, seed_files
 from appliance.config import SiteConfig
@@ -24,15 +26,32 @@ from appliance.errors import ConfigError, UsageError
 from appliance.inputfile import MAX_KEYS_BYTES, read_text
 from appliance.keys import AuthorizedKey, parse_authorized_keys
 from appliance.lab.nodeos import NodeOs
-from appliance.lab.osmedia import grub_cfg, make_iso
+from appliance.lab.osimage import Entry, cpio_newc, directories_for
+from appliance.lab.osmedia import EXTRA_INITRD, grub_cfg, make_iso
+from appliance.render.ignition import check_ignition
 
 SMALL_DISK_GIB = 4  # under Flatcar's 8 GiB: install-host must refuse it
 MEDIA_VOLUME = "KPC_LIVE"
-# x86's COMMAND_LINE_SIZE is 2048 bytes; GRUB adds BOOT_IMAGE=/boot/vmlinuz and a space
-MAX_KERNEL_ARGS = 2048 - 40
 RESCUE_PROFILE = "profiles/rescue.json"
 RESCUE_IGNITION = "ignition/rescue.ign"
+USER_IGN = "usr/lib/ignition/user.ign"  # Ignition's own place for an embedded config
 KEY_HINT = "give the public key file, e.g. --operator-key ~/.ssh/id_ed25519.pub"
+# systemd gives all generators together 90 s, then freezes (no SSH ever comes); on a busy
+# TCG host the live root (a squashfs in RAM, zstd) made twelve of them miss that, twice. The
+# lab's live host runs only the two it needs (fstab; getty for the console autologin), by
+# systemd's own switch: a link to /dev/null in /etc/systemd/system-generators.
+UNNEEDED_GENERATORS = (
+    "selinux-autorelabel-generator.sh",
+    "systemd-debug-generator",
+    "systemd-gpt-auto-generator",
+    "systemd-hibernate-resume-generator",
+    "systemd-rc-local-generator",
+    "systemd-run-generator",
+    "systemd-ssh-generator",
+    "systemd-system-update-generator",
+    "systemd-sysv-generator",
+    "systemd-tpm2-generator",
+)
 
 
 def read_operator_key(path: Path) -> list[AuthorizedKey]:
@@ -57,37 +76,42 @@ def read_operator_key(path: Path) -> list[AuthorizedKey]:
     return result.keys
 
 
-def data_url(text: str) -> str:
-    """``text`` as an RFC 2397 ``data:`` URL, every byte but unreserved ones percent-encoded
-    (nothing a kernel command line or GRUB's script would split or interpret)."""
-    return "data:," + quote(text, safe="")
+def live_ignition(config: SiteConfig, version: str, keys: list[AuthorizedKey]) -> str:
+    """The rescue profile's Ignition (core's keys) plus the lab's generator switches."""
+    ignition: dict[str, Any] = json.loads(seed_files(config, version, keys)[RESCUE_IGNITION])
+    links = [
+        {"path": f"/etc/systemd/system-generators/{name}", "target": "/dev/null"}
+        for name in UNNEEDED_GENERATORS
+    ]
+    ignition.setdefault("storage", {}).setdefault("links", []).extend(links)
+    problems = check_ignition(ignition)
+    assert not problems, problems
+    return json.dumps(ignition, indent=2) + "\n"
 
 
-def live_kernel_args(config: SiteConfig, version: str, keys: list[AuthorizedKey]) -> str:
-    """The rescue profile's kernel arguments with its Ignition inline; UsageError when they
-    do not fit a kernel command line (too many or too long keys)."""
-    files = seed_files(config, version, keys)
-    ignition = json.dumps(json.loads(files[RESCUE_IGNITION]), separators=(",", ":"))
-    profile = json.loads(files[RESCUE_PROFILE])
-    args: list[str] = []
-    for arg in profile["boot"]["args"]:
-        if arg.startswith("initrd=") or arg == "console=tty0":
-            continue  # GRUB loads the initrd itself; lab servers have no display
-        if arg.startswith("ignition.config.url="):
-            arg = f"ignition.config.url={data_url(ignition)}"
-        args.append(arg)
-    line = " ".join(args)
-    if len(line) > MAX_KERNEL_ARGS:
-        raise UsageError(
-            f"the live host's kernel command line would be {len(line)} bytes with these "
-            f"{len(keys)} keys inline; the kernel takes at most {MAX_KERNEL_ARGS}",
-            hint="give a file with one key (an ed25519 key is the shortest)",
-        )
-    return line
+def live_kernel_args(config: SiteConfig, version: str) -> str:
+    """The rescue profile's kernel arguments, less what a CD does not need: the initrd and
+    the config URL (bootcfg's; the CD carries its config) and tty0 (no display here)."""
+    profile = json.loads(seed_files(config, version, [])[RESCUE_PROFILE])
+    dropped = ("initrd=", "ignition.config.url=", "console=tty0")
+    return " ".join(a for a in profile["boot"]["args"] if not a.startswith(dropped))
 
 
-def build_live_media(node_os: NodeOs, kernel_args: str, target: Path) -> Path:
-    """The live host's CD: the node OS's live kernel and initramfs, booting ``kernel_args``."""
-    menu = grub_cfg(kernel_args, title=f"kpc node OS {node_os.version} (live, rescue profile)")
+def ignition_archive(ignition: str) -> bytes:
+    """The initramfs archive that puts ``ignition`` where Ignition looks for an embedded
+    config (after the node OS's own archive, it replaces the link there)."""
+    user = Entry(USER_IGN, 0o100600, ignition.encode())
+    return cpio_newc([*directories_for([USER_IGN]), user])
+
+
+def build_live_media(node_os: NodeOs, kernel_args: str, ignition: str, target: Path) -> Path:
+    """The live host's CD: the node OS's live kernel and initramfs, booting ``kernel_args``
+    with ``ignition`` embedded."""
+    menu = grub_cfg(
+        kernel_args,
+        title=f"kpc node OS {node_os.version} (live, rescue profile)",
+        initrds=("/boot/initrd.gz", f"/boot/{EXTRA_INITRD}"),
+    )
     release = node_os.release
-    return make_iso(release / KERNEL, release / INITRD, menu, MEDIA_VOLUME, target)
+    extra = ignition_archive(ignition)
+    return make_iso(release / KERNEL, release / INITRD, menu, MEDIA_VOLUME, target, extra)

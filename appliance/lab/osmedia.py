@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from appliance.drivers import process
@@ -23,11 +24,17 @@ MEDIA_VOLUME = "KPC_LAB_MEDIA"
 MEDIA_MARK = "kpc.boot=media"  # on the kernel command line the console shows
 # Not quiet: the kernel prints its command line (with MEDIA_MARK) on the console.
 KERNEL_ARGS_MEDIA = f"{KERNEL_ARGS_COMMON.replace(' quiet', '')} kpc.role=probe {MEDIA_MARK}"
+EXTRA_INITRD = "extra.img"
 TOOLS = {"grub-mkrescue": "grub-common", "xorriso": "xorriso", "mformat": "mtools"}
 
 
-def grub_cfg(append: str = KERNEL_ARGS_MEDIA, title: str = "kpc lab OS (virtual media)") -> str:
-    """GRUB's menu on the CD: on the serial console, the one entry booted at once."""
+def grub_cfg(
+    append: str = KERNEL_ARGS_MEDIA,
+    title: str = "kpc lab OS (virtual media)",
+    initrds: Sequence[str] = ("/boot/initrd.gz",),
+) -> str:
+    """GRUB's menu on the CD: on the serial console, the one entry booted at once; the
+    kernel gets ``initrds`` one after the other (a later archive's files win)."""
     return (
         "serial --unit=0 --speed=115200\n"
         "terminal_input serial console\n"
@@ -35,7 +42,7 @@ def grub_cfg(append: str = KERNEL_ARGS_MEDIA, title: str = "kpc lab OS (virtual 
         "set timeout=0\n"
         f"menuentry '{title}' {{\n"
         f"  linux /boot/vmlinuz {append}\n"
-        "  initrd /boot/initrd.gz\n"
+        f"  initrd {' '.join(initrds)}\n"
         "}\n"
     )
 
@@ -44,9 +51,12 @@ def media_path(lab_os: LabOs) -> Path:
     return lab_os.directory / MEDIA_NAME
 
 
-def make_iso(kernel: Path, initrd: Path, menu: str, volume: str, target: Path) -> Path:
+def make_iso(
+    kernel: Path, initrd: Path, menu: str, volume: str, target: Path, extra: bytes = b""
+) -> Path:
     """A bootable ISO (BIOS and UEFI) at ``target`` that boots ``kernel`` and ``initrd``
-    with GRUB's ``menu`` (``grub_cfg``); written beside ``target`` and renamed into place."""
+    (and ``extra``, ``/boot/extra.img``, if given) with GRUB's ``menu`` (``grub_cfg``);
+    written beside ``target`` and renamed into place."""
     for tool, package in TOOLS.items():
         process.which(tool, package)
     work = Path(tempfile.mkdtemp(prefix=".media-", dir=target.parent))
@@ -55,6 +65,8 @@ def make_iso(kernel: Path, initrd: Path, menu: str, volume: str, target: Path) -
         (tree / "boot" / "grub").mkdir(parents=True)
         shutil.copyfile(kernel, tree / "boot" / "vmlinuz")
         shutil.copyfile(initrd, tree / "boot" / "initrd.gz")
+        if extra:
+            (tree / "boot" / EXTRA_INITRD).write_bytes(extra)
         (tree / "boot" / "grub" / "grub.cfg").write_text(menu, encoding="utf-8")
         iso = work / target.name
         process.run(

@@ -545,8 +545,9 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
             if host == 1 and node_os is not None:
                 for server in plan.live_hosts:
                     spec = load_spec(paths.server(server).spec)
-                    args = live_host.live_kernel_args(config, node_os.version, operator_keys)
-                    live_host.build_live_media(node_os, args, media_file(spec))
+                    args = live_host.live_kernel_args(config, node_os.version)
+                    ignition = live_host.live_ignition(config, node_os.version, operator_keys)
+                    live_host.build_live_media(node_os, args, ignition, media_file(spec))
                     progress(f"{server.name}: the node OS's live CD in its drive")
         if boots.startswith("Flatcar") and memory < FLATCAR_MEMORY_MIB:
             progress(

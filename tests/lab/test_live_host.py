@@ -10,7 +10,6 @@ import json
 import re
 import subprocess
 from pathlib import Path
-from urllib.parse import unquote
 
 import pytest
 
@@ -21,7 +20,13 @@ from appliance.config import parse_config
 from appliance.errors import KpcError, UsageError
 from appliance.keys import parse_authorized_keys
 from appliance.lab import render
-from appliance.lab.live import MAX_KERNEL_ARGS, live_kernel_args, read_operator_key
+from appliance.lab.live import (
+    UNNEEDED_GENERATORS,
+    ignition_archive,
+    live_ignition,
+    live_kernel_args,
+    read_operator_key,
+)
 from appliance.lab.osmedia import grub_cfg, make_iso
 from appliance.lab.plan import make_plan, plan_from_dict, plan_to_dict
 from appliance.lab.state import LabState, save_state
@@ -159,33 +164,35 @@ def _config(tmp_path: Path) -> str:
     )
 
 
-def test_kernel_args_are_the_rescue_profile_with_its_ignition_inline(tmp_path: Path) -> None:
+def test_kernel_args_are_the_rescue_profile_without_bootcfg(tmp_path: Path) -> None:
+    config = parse_config(_config(tmp_path), "lab.yaml")
+    args = live_kernel_args(config, NODE_VERSION).split(" ")
+    assert args == ["flatcar.first_boot=yes", "flatcar.autologin", "console=ttyS0,115200n8"]
+
+
+def test_ignition_is_the_rescue_config_with_the_operators_key(tmp_path: Path) -> None:
     config = parse_config(_config(tmp_path), "lab.yaml")
     keys = parse_authorized_keys(KEY).keys
-    args = live_kernel_args(config, NODE_VERSION, keys).split(" ")
-    assert "flatcar.first_boot=yes" in args and "flatcar.autologin" in args
-    assert args[-1] == "console=ttyS0,115200n8"
-    assert not [a for a in args if a.startswith("initrd=") or a == "console=tty0"]
-    (url,) = [a.removeprefix("ignition.config.url=") for a in args if "config.url" in a]
-    assert url.startswith("data:,") and not set(url) & set(" ;'\"$\\{}")  # GRUB-safe
-    ignition = unquote(url.removeprefix("data:,"))
-    users = json.loads(ignition)["passwd"]["users"]
-    assert users == [{"name": "core", "sshAuthorizedKeys": [KEY]}]
+    ignition = live_ignition(config, NODE_VERSION, keys)
+    parsed = json.loads(ignition)
+    assert parsed["passwd"]["users"] == [{"name": "core", "sshAuthorizedKeys": [KEY]}]
+    masked = {link["path"].rsplit("/", 1)[1] for link in parsed["storage"]["links"]}
+    assert masked == set(UNNEEDED_GENERATORS)
+    assert {link["target"] for link in parsed["storage"]["links"]} == {"/dev/null"}
     require_tool("ignition-validate")  # Ignition's own validator accepts it
     checked = subprocess.run(
         ["ignition-validate", "-"], input=ignition, capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-
-
-def test_kernel_args_that_would_not_fit_are_refused(tmp_path: Path) -> None:
-    config = parse_config(_config(tmp_path), "lab.yaml")
-    base = KEY.split()[:2]
-    many = parse_authorized_keys(
-        "".join(f"{base[0]} {base[1]} operator{i}@site\n" for i in range(20))
-    ).keys
-    with pytest.raises(UsageError, match=f"the kernel takes at most {MAX_KERNEL_ARGS}"):
-        live_kernel_args(config, NODE_VERSION, many)
+    # embedded as coreos-installer does it: an archive the kernel unpacks after the OS's own
+    require_tool("cpio")
+    archive = tmp_path / "extra.img"
+    archive.write_bytes(ignition_archive(ignition))
+    out = tmp_path / "unpacked"
+    out.mkdir()
+    subprocess.run(["cpio", "-id", "--quiet", "-F", str(archive)], cwd=out, check=True)
+    user = out / "usr" / "lib" / "ignition" / "user.ign"
+    assert user.read_text() == ignition and user.stat().st_mode & 0o777 == 0o600
 
 
 def test_live_cd_boots_the_rescue_profile_from_grub(tmp_path: Path) -> None:
@@ -193,19 +200,23 @@ def test_live_cd_boots_the_rescue_profile_from_grub(tmp_path: Path) -> None:
     kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd"
     kernel.write_bytes(b"kernel")
     initrd.write_bytes(b"initrd")
-    iso = make_iso(
-        kernel, initrd, grub_cfg("a=1 b=2", title="live"), "KPC_LIVE", tmp_path / "x.iso"
-    )
-    out = tmp_path / "grub.cfg"
-    subprocess.run(
-        ["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/boot/grub/grub.cfg",
-         str(out)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    assert "linux /boot/vmlinuz a=1 b=2\n" in out.read_text()
+    menu = grub_cfg("a=1 b=2", title="live", initrds=("/boot/initrd.gz", "/boot/extra.img"))
+    iso = make_iso(kernel, initrd, menu, "KPC_LIVE", tmp_path / "x.iso", extra=b"extra")
+    for name, want in (("grub/grub.cfg", None), ("extra.img", b"extra")):
+        out = tmp_path / name.replace("/", "-")
+        subprocess.run(
+            ["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", f"/boot/{name}",
+             str(out)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        if want is not None:
+            assert out.read_bytes() == want
+    cfg = (tmp_path / "grub-grub.cfg").read_text()
+    assert "linux /boot/vmlinuz a=1 b=2\n  initrd /boot/initrd.gz /boot/extra.img\n" in cfg
     label = subprocess.run(["blkid", "-o", "value", "-s", "LABEL", str(iso)], capture_output=True)
     assert label.stdout.strip() == b"KPC_LIVE"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["grub.cfg", "initrd", "vmlinuz", "x.iso"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["extra.img", "grub-grub.cfg", "initrd", "vmlinuz", "x.iso"]
 
 
 @pytest.mark.parametrize(
