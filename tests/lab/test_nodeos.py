@@ -15,17 +15,20 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import re
 import shutil
 import subprocess
 import threading
+import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from appliance.lab.layout import DEFAULT_CACHE
 from appliance.lab.nodeos import DISK_IMAGE, PXE_IMAGE, PXE_KERNEL, NodeOs, build_node_os
+from appliance.lab.vmspec import TCG_TB_SIZE_MIB
 from tests.conftest import require_root, require_tool, wait_for
 
 # full (scripts/test --full), not CI: ~25 min of TCG (a PXE install, then three disk boots).
@@ -44,6 +47,7 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKpcTestKeyForTheNodeOsBootTest000000
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 BOOT_TIMEOUT = 1500.0  # seconds per boot: TCG on two cores shared with other work
+ESCAPES = re.compile(r"\x1b\[[0-9;?=]*[A-Za-z]")  # systemd colours its status lines
 
 REPORT = r"""#!/bin/bash
 n=$(( $(cat /var/lib/kpc-test/boots 2>/dev/null || echo 0) + 1 ))
@@ -183,10 +187,13 @@ def served(node_os: NodeOs, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         thread.join()
 
 
-def _qemu(work: Path, firmware: str, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
+def _qemu(
+    work: Path, firmware: str, port: int, extra: list[str], memory_mib: int = 2048
+) -> subprocess.Popen[bytes]:
     forward = f"guestfwd=tcp:{GUEST_SERVER}:80-cmd:socat - TCP:127.0.0.1:{port}"
     argv = [
-        *("qemu-system-x86_64", "-nodefaults", "-accel", "tcg", "-smp", "1", "-m", "2048"),
+        *("qemu-system-x86_64", "-nodefaults", "-accel", f"tcg,tb-size={TCG_TB_SIZE_MIB}"),
+        *("-smp", "1", "-m", str(memory_mib)),
         *("-display", "none", "-serial", f"file:{work / 'serial.log'}"),
         *("-drive", f"file={work / 'disk.qcow2'},format=qcow2,if=virtio,cache=unsafe"),
         *("-netdev", f"user,id=n0,restrict=on,{forward}"),
@@ -211,13 +218,21 @@ def _serial(work: Path) -> str:
 
 
 def _boot_until(
-    work: Path, firmware: str, port: int, marker: str, extra: list[str] | None = None
+    work: Path,
+    firmware: str,
+    port: int,
+    marker: str,
+    extra: list[str] | None = None,
+    until: Callable[[str], bool] | None = None,
+    memory_mib: int = 2048,
 ) -> str:
+    """Boot until ``marker`` is on the console (or ``until`` says so); the console's text."""
     (work / "serial.log").unlink(missing_ok=True)
-    vm = _qemu(work, firmware, port, extra or [])
+    vm = _qemu(work, firmware, port, extra or [], memory_mib)
+    seen = until or (lambda serial: marker in serial)
     try:
         wait_for(
-            lambda: marker in _serial(work) or vm.poll() is not None,
+            lambda: seen(_serial(work)) or vm.poll() is not None,
             BOOT_TIMEOUT,
             f"{marker!r} on the {firmware} server's console",
             interval=1.0,
@@ -229,7 +244,7 @@ def _boot_until(
         vm.terminate()
         vm.wait(timeout=30)
     text = _serial(work)
-    assert marker in text, f"QEMU exited early:\n{text[-4000:]}"
+    assert seen(text), f"QEMU exited early:\n{text[-4000:]}"
     return text
 
 
@@ -299,3 +314,63 @@ def test_installed_disk_boots_and_ignition_applies_the_oem_config_once(
         again = _report(_boot_until(tmp_path, firmware, served, "KPC-REPORT-END boot=2"), 2)
         assert "flatcar.first_boot" not in again["cmdline"]
         assert again["ignition-result"] == first["ignition-result"]
+
+
+class _NotYet(_Quiet):
+    """A config server that answers 503 (Ignition retries those) for ``refuse`` seconds
+    from the first request, then serves its files."""
+
+    refuse = 0.0
+    first: float | None = None
+
+    def do_GET(self) -> None:
+        cls = type(self)
+        if cls.first is None:
+            cls.first = time.monotonic()
+        if time.monotonic() - cls.first < cls.refuse:
+            self.send_error(503, "not yet")
+            return
+        super().do_GET()
+
+
+def test_pxe_ignition_waits_for_a_config_server_longer_than_its_2_min_default(
+    node_os: NodeOs, tmp_path: Path
+) -> None:
+    # Ignition's fetch gives up after --fetch-timeout (2 min by default) and drops the node to
+    # the emergency shell; under TCG on a busy host six lab servers took longer than that to
+    # bring their NIC up (docs/benchmarks.md). The node OS waits 10 minutes: a config
+    # server that answers only after 150 s must still configure the node.
+    (tmp_path / "config.ign").write_text(json.dumps({"ignition": {"version": "3.3.0"}}))
+    handler = type("Handler", (_NotYet,), {"refuse": 150.0, "first": None})
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(tmp_path))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / "disk.qcow2"), "1G"], check=True
+    )
+    release = node_os.release
+    kernel = ["-kernel", str(release / PXE_KERNEL), "-initrd", str(release / PXE_IMAGE)]
+    args = (
+        f"initrd={PXE_IMAGE} ignition.config.url=http://{GUEST_SERVER}/config.ign "
+        "flatcar.first_boot=yes console=tty0 console=ttyS0,115200n8"
+    )
+    done = re.compile(r"Reached target ignition-complete\.target|Ignition failed")
+    try:
+        text = _boot_until(
+            tmp_path,
+            "bios",
+            server.server_address[1],
+            "Ignition's end (complete or failed)",
+            [*kernel, "-append", args],
+            until=lambda serial: bool(done.search(ESCAPES.sub("", serial))),
+            memory_mib=1024,  # what the lab's benchmark gives six servers
+        )
+    finally:
+        server.shutdown()
+        thread.join()
+    plain = ESCAPES.sub("", text)
+    assert handler.first is not None, "Ignition never asked for its config"
+    assert "Ignition failed" not in plain, plain[-3000:]
+    assert "Reached target ignition-complete.target" in plain

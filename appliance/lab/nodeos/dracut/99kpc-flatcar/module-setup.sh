@@ -32,6 +32,8 @@ install() {
         "$systemdsystemunitdir/kpc-first-boot-done.service"
     inst_simple "$moddir/kpc-oem-device.conf" \
         "$systemdsystemunitdir/dev-disk-by\\x2dlabel-OEM.device.d/kpc.conf"
+    inst_simple "$moddir/kpc-ignition-fetch.conf" \
+        "$systemdsystemunitdir/ignition-fetch.service.d/kpc-fetch-timeout.conf"
     mkdir -p "$initdir/usr/lib/ignition"
     ln -sfn /run/kpc/user.ign "$initdir/usr/lib/ignition/user.ign"
     inst_simple "$moddir/kpc-journald-console.conf" /etc/systemd/journald.conf.d/kpc-console.conf
