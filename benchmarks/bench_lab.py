@@ -61,7 +61,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 # a server that printed one of these will not become ready: end its row at once
 FAILURE = re.compile(
-    r"Kernel panic|Out of memory: Killed|invoked oom-killer|kpc-labos: FAILED:|kpc-install: FAILED:"
+    r"Kernel panic|Out of memory: Killed|invoked oom-killer|kpc-labos: FAILED:"
+    r"|kpc-install: FAILED:|Ignition failed:|Reached target emergency\.target"
 )
 ESCAPES = re.compile(r"\x1b\[[0-9;?=]*[A-Za-z]|\x1b[()][A-Z0-9]")
 
@@ -373,6 +374,7 @@ def provision(
         from appliance.state.backend import open_store
 
         error = None
+        interrupted = False
         store = open_store(load_config(config))
         try:
             while sum(1 for m in store.machines() if m.state.value == "ready") < nodes:
@@ -383,6 +385,9 @@ def provision(
                 time.sleep(1.0)
         except RowFailed as exc:
             error = str(exc)
+        except KeyboardInterrupt:  # keep what the row measured so far, then stop the run
+            error = f"interrupted after {time.monotonic() - start:.0f} s"
+            interrupted = True
         finally:
             store.close()
         took = time.monotonic() - start
@@ -411,6 +416,7 @@ def provision(
                 stamped.write_text("".join(f"{t:9.2f} {line}\n" for t, line in watch.lines))
         return {
             "error": error,
+            "interrupted": interrupted,
             "seconds": took,
             "peak_qemu_mib": got.peak_qemu_kib / 1024,
             "peak_single_qemu_mib": got.peak_single_qemu_kib / 1024,
@@ -545,6 +551,10 @@ def main() -> int:
                 print(line, flush=True)
             if args.json:
                 args.json.write_text(json.dumps(results, indent=2) + "\n")
+            if got["interrupted"]:
+                break
+        if results and results[-1]["interrupted"]:
+            break
     print()
     print(
         "| nodes | firmware | OS | pxe-all → all ready | QEMU CPU | peak RSS, QEMU (largest) "
