@@ -60,7 +60,7 @@ pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.slow, pytest.mark.
 
 IMAGES = "kpcl"  # images.prefix of the installed deploy host (its image is built here)
 BUILD_TIMEOUT = 3600
-BOOT_TIMEOUT = 900
+BOOT_TIMEOUT = 1800  # a live boot to SSH took 16 min on this 2-core machine at load 12-19
 INSTALL_TIMEOUT = 1800
 # systemd gave up booting (emergency mode), or could not start at all (a generator that a
 # very busy TCG host let run past systemd's timeout froze it): no SSH will come
@@ -164,19 +164,24 @@ class Operator:
         log = self.host.serial_log
         # an earlier boot's console is not this boot's
         skip = log.stat().st_size if other_than and log.exists() else 0
+        said = [""]  # ssh's last complaint, for the timeout's message
 
         def answers() -> str | None:
             console = log.read_bytes()[skip:].decode(errors="replace") if log.exists() else ""
             failed = [mark for mark in BOOT_FAILED if mark in console]
             assert not failed, f"the server's boot failed:\n{_failures(console)}"
             done = self.run("cat /proc/sys/kernel/random/boot_id", timeout=60)
+            said[0] = done.stderr.strip()[-500:]
             boot = done.stdout.strip()
             return boot if done.returncode == 0 and boot and boot != other_than else None
 
         try:
             return str(wait_for(answers, timeout, "the server to answer SSH", interval=3))
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- serial console:\n{self.host.serial_tail()}") from None
+            raise AssertionError(
+                f"{exc}\n--- ssh said last: {said[0]}\n--- serial console:\n"
+                f"{self.host.serial_tail()}"
+            ) from None
 
     def copy(self, source: Path, dest: str) -> None:
         argv = ["scp", *SSH_OPTIONS, "-i", str(self.key)]
