@@ -83,6 +83,22 @@ def up_args(
     ]
 
 
+def has_image(ref: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode == 0
+
+
+def build_kolla_deployer(config: Path, *also: str) -> None:
+    """kpc's kolla_deployer (and ``also``) with the lab's config, as an operator builds them:
+    the Debian bases first if missing (bookworm for the node wheels, trixie for kolla).
+    Layers are shared with every other build of the same Dockerfile (tests/kolla's
+    kolla_deployer among them), so after the first build this costs seconds."""
+    if not has_image("kpc/base:bookworm"):
+        ok(["images", "base"], config)
+    if not has_image("kpc/base:trixie"):
+        ok(["images", "base", "--suite", "trixie"], config)
+    ok(["images", "build", "kolla_deployer", *also], config)
+
+
 def require_lab_tools() -> None:
     require_root()
     require_tool("qemu-system-x86_64", "qemu-img", "dnsmasq", "ipmitool", "nft", "ip")

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import stat
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_docker
-from tests.lab.conftest import SITE_NET, kpc, leftovers, up_args
+from tests.lab.conftest import SITE_NET, build_kolla_deployer, kpc, leftovers, up_args
 
 # 'full' (scripts/test --full), not CI: on this 2-core machine the cold minimal image build
 # took 59 min and a TCG node's deploy over an hour (docs/benchmarks.md), far past CI's budget
@@ -48,22 +47,13 @@ def _ok(args: list[str], config: Path | None = None) -> str:
     return result.output
 
 
-def _has_image(ref: str) -> bool:
-    found = subprocess.run(["docker", "image", "inspect", ref], capture_output=True)
-    return found.returncode == 0
-
-
 @pytest.mark.timeout(5400)
 def test_powered_off_server_to_a_keystone_token(lab_dir: Path) -> None:
     require_docker()
     _ok([*up_args(lab_dir, 1, "bios", os_kind="node"), "--memory", str(MEMORY_MIB)])
     config = lab_dir / "kpc.yaml"
-    if not _has_image("kpc/base:bookworm"):
-        _ok(["images", "base"], config)
-    if not _has_image("kpc/base:trixie"):
-        _ok(["images", "base", "--suite", "trixie"], config)
+    build_kolla_deployer(config, "kolla_builder")
     _ok(["images", "build", "dnsmasq", "bootcfg", "registry"], config)
-    _ok(["images", "build", "kolla_deployer", "kolla_builder"], config)
     _ok(["up"], config)
     # the release's images (the lab's kolla.services: minimal), into the lab's registry
     _ok(["kolla", "images", "build"], config)

@@ -7,8 +7,10 @@ bootcfg serves the node OS exactly where 'kpc assets fetch' puts Flatcar's relea
 the unchanged install profile and the unchanged install/targetnode templates. Then, from
 inside each node through 'kpc nodes exec': Ignition's own result record, the core user's
 keys (exactly the lab's), the targetnode files and units, the check-in sent by kpc-checkin,
-Docker active; 'kpc nodes check' passes every check (Python from the sysext the targetnode
-config fetched, Docker, disk, clock). BIOS and UEFI.
+Docker active. Then 'kpc kolla genconfig' and 'kpc kolla bootstrap' (kpc's Flatcar
+preparation: Python from the sysext bootcfg serves, a venv with the deployer's wheels), and
+'kpc nodes check' passes every check on every node (OS, Docker, Python, clock, disk). BIOS
+and UEFI.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import GaveUp, require_docker, wait_for
-from tests.lab.conftest import kpc, up_args
+from tests.lab.conftest import build_kolla_deployer, kpc, up_args
 
 pytestmark = [
     pytest.mark.root,
@@ -31,6 +33,7 @@ pytestmark = [
 ]
 
 NODES = 2
+MEMORY_MIB = 2048  # the PXE root (230 MB) in RAM, then Docker and Ansible: no Kolla services
 READY_TIMEOUT = 2400  # seconds: two TCG servers install a 240 MB image on shared cores
 
 PROBE = (
@@ -47,6 +50,14 @@ PROBE = (
     " echo firstboot=$(grep -c flatcar.first_boot=detected /proc/cmdline);"
     " echo flag=$(sudo ls /boot/flatcar | grep -c first_boot)"  # the ESP, automounted
 )
+
+
+# kolla's modules run under kpc's venv on a Flatcar node (the inventory's interpreter)
+VENV_PROBE = (
+    "echo venv=$(/opt/kpc/python/bin/python3 -c"
+    " 'import docker, dbus, sys; print(docker.__version__, sys.prefix)')"
+)
+EVERY_CHECK = ("os", "docker", "python", "clock", "disk")
 
 
 def _ok(args: list[str], config: Path) -> str:
@@ -88,7 +99,7 @@ def _values(output: str) -> dict[str, str]:
 def test_node_os_runs_kpcs_real_ignition_in_the_lab(lab_dir: Path) -> None:
     require_docker()
     config = lab_dir / "kpc.yaml"
-    up = kpc(up_args(lab_dir, NODES, "mixed", os_kind="node"))
+    up = kpc([*up_args(lab_dir, NODES, "mixed", os_kind="node"), "--memory", str(MEMORY_MIB)])
     assert up.code == 0, up.output
     lab = json.loads((lab_dir / "lab.json").read_text())
     servers = lab["plan"]["servers"]
@@ -134,4 +145,21 @@ def test_node_os_runs_kpcs_real_ignition_in_the_lab(lab_dir: Path) -> None:
         # first-boot flag is gone: the next boot will not run Ignition again
         assert got["firstboot"] == "1" and got["flag"] == "0", got
 
-    _ok(["nodes", "check"], config)
+    # Kolla's side: kpc's Flatcar preparation (Python from the sysext, a venv with the
+    # Docker SDK and dbus-python from the deployer's wheels), then every check on every node
+    build_kolla_deployer(config)
+    _ok(["kolla", "genconfig"], config)
+    inventory = (lab_dir / "kolla" / "inventory").read_text()
+    flatcar = inventory.split("\n[flatcar]\n", 1)[1].split("\n\n", 1)[0].split()
+    assert len(flatcar) == NODES, inventory  # both get kpc's Python (bootstrap), not kolla's
+    began = time.monotonic()
+    assert "kolla bootstrap: done" in _ok(["kolla", "bootstrap"], config)
+    print(f"kpc kolla bootstrap took {time.monotonic() - began:.0f}s")
+    venv = _ok(["nodes", "exec", "--", VENV_PROBE], config)
+    assert venv.count("venv=7.1.0 /opt/kpc/python") == NODES, venv
+
+    checked = json.loads(_ok(["nodes", "check", "--json"], config))
+    assert checked["fit"] is True and len(checked["nodes"]) == NODES, checked
+    for node in checked["nodes"]:
+        statuses = {name: check["status"] for name, check in node["checks"].items()}
+        assert statuses == dict.fromkeys(EVERY_CHECK, "ok"), node
