@@ -329,14 +329,19 @@ EOF
 
 
 def run_script(
-    script: str, tmp: Path, *, fake_lsblk: bool = False, links: Path | None = None
+    script: str,
+    tmp: Path,
+    *,
+    fake_lsblk: bool = False,
+    links: Path | None = None,
+    fakes: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     require_tool("bash", "curl", "ip", "lsblk", "jq", "ssh-keygen")
     bindir = tmp / "bin"
     logdir = tmp / "log"
     bindir.mkdir(exist_ok=True)
     logdir.mkdir(exist_ok=True)
-    fakes = dict(FAKES) | ({"lsblk": FAKE_LSBLK} if fake_lsblk else {})
+    fakes = dict(fakes or FAKES) | ({"lsblk": FAKE_LSBLK} if fake_lsblk else {})
     for name, body in fakes.items():
         (bindir / name).write_text("#!/bin/bash\n" + body)
         (bindir / name).chmod(0o755)
@@ -392,6 +397,29 @@ def test_install_script_end_to_end(bootcfg: Bootcfg, tmp_path: Path) -> None:
     assert headers["Content-Type"] == "application/json"
     assert json.loads(body) == {"host_key": " ".join(public.split()[:2])}
     assert "kpc-install: installing Flatcar 3975.2.0 (stable)" in proc.stderr
+
+
+def test_install_script_says_why_flatcar_install_failed(bootcfg: Bootcfg, tmp_path: Path) -> None:
+    """A failing flatcar-install: its output on the console as it runs, its last line in
+    kpc-install's FAILED line (what 'kpc lab status' shows), no install-complete, no reboot."""
+    failing = (
+        'echo "flatcar-install: downloading $8/3975.2.0/flatcar_production_image.bin.bz2"\n'
+        'echo "flatcar-install: error: the signature does not verify; nothing was written" >&2\n'
+        "exit 1\n"
+    )
+    failing_fakes = {**FAKES, "flatcar-install": failing}
+    proc = run_script(
+        install_script(site(bootcfg.port)), tmp_path, fake_lsblk=True, fakes=failing_fakes
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "flatcar-install: downloading " in proc.stderr
+    assert (
+        "kpc-install: FAILED: flatcar-install failed on /dev/sdc: error: the signature does not "
+        "verify; nothing was written\n" in proc.stderr
+    )
+    assert "this machine stays up" in proc.stderr
+    assert [p for _, p, _, _ in bootcfg.requests] == [f"/ignition?mac={NODE_MAC}&os=installed"]
+    assert not (tmp_path / "log" / "systemctl").exists()
 
 
 def test_install_script_disk_patterns(bootcfg: Bootcfg, tmp_path: Path) -> None:

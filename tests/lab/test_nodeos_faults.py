@@ -135,14 +135,16 @@ def test_unsigned_image_and_rejected_config_stop_with_their_reason(lab_dir: Path
     # (a) why, on the console: flatcar-install's refusal, then kpc-install's stop
     text = _console(lab_dir, unsigned["name"])
     assert "the signature does not verify with the image signing key; nothing was written" in (text)
-    assert "kpc-install: FAILED: flatcar-install failed on /dev/vda" in text
+    assert "kpc-install: FAILED: flatcar-install failed on /dev/vda: error: " in text
     assert "this machine stays up" in text
     # (b) Ignition's own error (the hash it was given is not the contents')
     assert "Ignition failed:" in _console(lab_dir, rejected["name"])
 
     shown = ok(["lab", "status", "--dir", str(lab_dir), "--json"], config)
     lines = {s["name"]: s for s in json.loads(shown[shown.index("{") :])["servers"]}
-    assert lines[unsigned["name"]]["console"].startswith("kpc-install: FAILED"), lines
+    refused = lines[unsigned["name"]]["console"]  # the why, in the status line itself
+    assert refused.startswith("kpc-install: FAILED: flatcar-install failed"), lines
+    assert refused.endswith("does not verify with the image signing key; nothing was written")
     assert lines[rejected["name"]]["console"].startswith("Ignition failed:"), lines
     assert all(s["problem"] for s in lines.values()), lines
     assert {s["power"] for s in lines.values()} == {"on"}, lines  # both stay up
