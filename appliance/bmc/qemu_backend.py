@@ -4,15 +4,18 @@
   VM's tap device lives (``ip netns exec``); a UEFI VM gets a fresh copy of OVMF's
   variable store at every power on (a stale one made OVMF try PXEv6/HTTP and never boot);
 - power off: QMP ``quit`` (kill if QEMU does not go), power state: is QEMU running;
-- reset: QMP ``system_reset``;
+- reset, the BMC's or the guest's own reboot: a new QEMU process, with the same disk, media
+  and UEFI variables. QEMU runs with ``-action reboot=shutdown``; a thread per process
+  reads the ``SHUTDOWN`` event on a second monitor (``vmspec.events_socket``) and starts
+  the next process when its reason is a reset. Why not ``system_reset`` in the same
+  process: under TCG the translated code of the previous boot survives a reset, and every
+  write the firmware then makes over it (OVMF decompresses itself to 9-22 MiB, where the
+  kernel ran) is slow: a UEFI node OS took 26 minutes in OVMF after its install reboot on
+  a busy host, for a few seconds' work;
 - one-time PXE (IPMI ``chassis bootdev pxe``): the NIC gets bootindex 0 for the next power
-  on or reset only. QEMU writes the firmware's boot order (fw_cfg ``bootorder``) at every
-  reset, so: on power on QEMU starts with bootindex 0 and it is set back right after; on
-  reset it is set with ``qom-set`` before ``system_reset`` and set back once the reset is
-  done. SeaBIOS answers a reset after its POST with a reset of its own (a "hard reboot",
-  a second RESET event from the guest), which writes the boot order again: for BIOS the
-  bootindex is set back only after that one. The server's own later reboots boot its disk
-  again, as on a real server;
+  on or reset only: the new process starts with it, and it is set back right after (QEMU
+  writes the firmware's boot order, fw_cfg ``bootorder``, when it starts). The server's
+  own later reboots boot its disk again, as on a real server;
 - one-time CD boot (Redfish ``BootSourceOverrideTarget: Cd``): the same with the CD drive;
 - virtual media: insert downloads the ISO from its URL (bootcfg's assets) next to the VM's
   disk and puts it in the CD drive (QMP ``blockdev-change-medium``, at once when the VM
@@ -25,6 +28,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from pathlib import Path
 
 from appliance.bmc.backend import BootDevice, PowerState
@@ -40,6 +44,7 @@ from appliance.lab.vmspec import (
     NIC_QOM_PATH,
     PXE_FIRST_BOOTINDEX,
     VmSpec,
+    events_socket,
     load_spec,
     media_file,
     qemu_argv,
@@ -48,9 +53,9 @@ from appliance.lab.vmspec import (
 log = logging.getLogger(__name__)
 
 QMP_CONNECT_TIMEOUT = 10.0
-RESET_EVENT_TIMEOUT = 10.0
 QUIT_TIMEOUT = 10.0
-SEABIOS_RESET_TIMEOUT = 20.0
+# SHUTDOWN reasons (QMP's ShutdownCause) after which the machine boots again
+REBOOT_REASONS = frozenset({"guest-reset", "host-qmp-system-reset", "host-ui"})
 # the devices a one-time boot can put first: (QOM path, bootindex otherwise)
 FIRST_DEVICES: dict[str, tuple[str, int]] = {
     "network": (NIC_QOM_PATH, NIC_BOOTINDEX),
@@ -101,14 +106,6 @@ class QemuBackend:
         value = PXE_FIRST_BOOTINDEX if first else index
         qmp.execute("qom-set", path=path, property="bootindex", value=value)
 
-    def _wait_firmware_reset(self, qmp: Qmp) -> None:
-        """SeaBIOS's own reset after ours (see the module notes); rarely none comes (a reset
-        early in POST), and then the bootindex is set back after the wait."""
-        try:
-            qmp.wait_event("RESET", SEABIOS_RESET_TIMEOUT, lambda e: bool(e["data"]["guest"]))
-        except (QmpError, KeyError, TypeError):
-            log.info("%s: no firmware reset followed ours", self.spec.name)
-
     def _fresh_vars(self) -> None:
         spec = self.spec
         if spec.firmware == "uefi":
@@ -127,28 +124,72 @@ class QemuBackend:
             if self._child is not None:
                 self._child.wait(0)  # collect the exit status of a VM that powered off
             first = self._first_next()
-            spec = self.spec
-            spec.qmp_socket.unlink(missing_ok=True)
+            log.info("%s: power on (first boot device: %s)", self.spec.name, first or "disk")
+            self._start(first, fresh_vars=True)
+
+    def _start(self, first: str | None, *, fresh_vars: bool) -> None:
+        """Start QEMU (the lock held) with ``first`` tried first for this boot only."""
+        spec = self.spec
+        spec.qmp_socket.unlink(missing_ok=True)
+        events_socket(spec).unlink(missing_ok=True)
+        if fresh_vars:
             self._fresh_vars()
-            argv = qemu_argv(
-                spec, network_first=first == "network", cd_first=first == "cd", media=self._media
-            )
-            log.info("%s: power on (first boot device: %s)", spec.name, first or "disk")
-            self._child = netns.spawn(argv, netns=spec.netns, log_file=spec.qemu_log)
+        argv = qemu_argv(
+            spec, network_first=first == "network", cd_first=first == "cd", media=self._media
+        )
+        child = netns.spawn(argv, netns=spec.netns, log_file=spec.qemu_log)
+        self._child = child
+        try:
+            with self._qmp() as qmp:
+                if first and not (self._persistent and self._boot_device == first):
+                    # this boot's order is fixed already; later boots use the disk first
+                    self._set_bootindex(qmp, first, False)
+        except QmpError as exc:
+            code = child.poll()
+            tail = _tail(spec.qemu_log)
+            if code is not None:
+                raise BmcError(
+                    f"{spec.name}: QEMU exited with code {code} at power on: {tail}",
+                    hint=f"see {spec.qemu_log}",
+                ) from None
+            raise BmcError(f"{spec.name}: {exc.message}") from None
+        threading.Thread(
+            target=self._follow, args=(child,), name=f"{spec.name}-reboots", daemon=True
+        ).start()
+
+    def _follow(self, child: netns.Child) -> None:
+        """When ``child`` ends because the machine was reset, start the next process."""
+        reason = self._shutdown_reason(child)
+        child.wait(QUIT_TIMEOUT)
+        if reason not in REBOOT_REASONS:
+            return
+        with self._lock:
+            if self._child is not child or child.running():
+                return  # the BMC powered it on or off meanwhile
+            keep = self._boot_device if self._persistent else "default"
+            first = keep if keep in FIRST_DEVICES else None
+            log.info("%s: reset (%s): a new QEMU process", self.spec.name, reason)
             try:
-                with self._qmp() as qmp:
-                    if first and not (self._persistent and self._boot_device == first):
-                        # this boot's order is fixed already; later boots use the disk first
-                        self._set_bootindex(qmp, first, False)
-            except QmpError as exc:
-                code = self._child.poll()
-                tail = _tail(spec.qemu_log)
-                if code is not None:
-                    raise BmcError(
-                        f"{spec.name}: QEMU exited with code {code} at power on: {tail}",
-                        hint=f"see {spec.qemu_log}",
-                    ) from None
-                raise BmcError(f"{spec.name}: {exc.message}") from None
+                self._start(first, fresh_vars=False)
+            except BmcError as exc:
+                log.warning("%s: could not start again after a reset: %s", self.spec.name, exc)
+
+    def _shutdown_reason(self, child: netns.Child) -> str | None:
+        """The reason of QEMU's SHUTDOWN event (None if it ended without one)."""
+        try:
+            qmp = Qmp.connect(events_socket(self.spec), timeout=5.0, retry_for=QMP_CONNECT_TIMEOUT)
+        except QmpError:
+            return None
+        with qmp:
+            while child.running():
+                try:
+                    event = qmp.wait_event("SHUTDOWN", 5.0)
+                except QmpError:
+                    time.sleep(0.1)  # a timeout, or QEMU closing its monitor as it ends
+                    continue
+                data = event.get("data")
+                return str(data.get("reason", "")) if isinstance(data, dict) else ""
+        return None
 
     def power_off(self) -> None:
         with self._lock:
@@ -156,52 +197,26 @@ class QemuBackend:
             if child is None or not child.running():
                 return
             log.info("%s: power off", self.spec.name)
-            try:
-                with Qmp(self.spec.qmp_socket, timeout=2.0) as qmp:
-                    qmp.execute("quit")
-            except QmpError:
-                child.signal(15)
-            if child.wait(QUIT_TIMEOUT) is None:
-                child.stop(1.0)
+            self._quit(child)
+
+    def _quit(self, child: netns.Child) -> None:
+        try:
+            with Qmp(self.spec.qmp_socket, timeout=2.0) as qmp:
+                qmp.execute("quit")
+        except QmpError:
+            child.signal(15)
+        if child.wait(QUIT_TIMEOUT) is None:
+            child.stop(1.0)
 
     def power_reset(self) -> None:
         with self._lock:
-            if not self._running():
+            child = self._child
+            if child is None or not child.running():
                 raise BmcError(f"{self.spec.name} is powered off: nothing to reset")
             first = self._first_next()
             log.info("%s: reset (first boot device: %s)", self.spec.name, first or "disk")
-            keep_first = self._persistent and self._boot_device == first
-            try:
-                qmp = self._qmp()
-            except QmpError as exc:
-                raise BmcError(f"{self.spec.name}: reset failed: {exc.message}") from None
-            try:
-                if first:
-                    self._set_bootindex(qmp, first, True)
-                qmp.execute("system_reset")
-            except QmpError as exc:
-                qmp.close()
-                raise BmcError(f"{self.spec.name}: reset failed: {exc.message}") from None
-            if not first or keep_first:
-                qmp.close()
-                return
-            # the answer to the BMC's client must not wait for the firmware: set the
-            # device's bootindex back in the background, once this boot's order is fixed
-            threading.Thread(
-                target=self._restore_after_reset, args=(qmp, first), name="bootindex", daemon=True
-            ).start()
-
-    def _restore_after_reset(self, qmp: Qmp, device: str) -> None:
-        try:
-            qmp.wait_event("RESET", RESET_EVENT_TIMEOUT)
-            if self.spec.firmware == "bios":
-                self._wait_firmware_reset(qmp)
-            self._set_bootindex(qmp, device, False)
-            log.info("%s: later boots try the disk first again", self.spec.name)
-        except QmpError as exc:
-            log.warning("%s: could not set the boot order back: %s", self.spec.name, exc)
-        finally:
-            qmp.close()
+            self._quit(child)
+            self._start(first, fresh_vars=False)
 
     def power_cycle(self) -> None:
         with self._lock:

@@ -4,8 +4,9 @@ command line it stands for. Pure: no files are read here except by ``load_spec``
 Boot order is the one the original instructions require of real servers: the disk first
 (bootindex 1), then the network (bootindex 2), then the CD drive (bootindex 3: the BMC's
 virtual media, empty until something is inserted). A one-time network or CD boot moves that
-device to bootindex 0 for one start or reset; the firmware reads the order again at every
-reset.
+device to bootindex 0 for one start. Every reset, the guest's own or the BMC's, is a new
+QEMU process (``-action reboot=shutdown``; the BMC restarts it), so the firmware starts as
+from power on, with the same disk and UEFI variables.
 """
 
 from __future__ import annotations
@@ -107,6 +108,11 @@ def load_spec(path: Path) -> VmSpec:
     return spec
 
 
+def events_socket(spec: VmSpec) -> Path:
+    """QEMU's second monitor, where the BMC hears why the VM stopped (``SHUTDOWN``)."""
+    return spec.qmp_socket.with_name("ev.sock")  # not longer than qmp.sock: path limit
+
+
 def media_file(spec: VmSpec) -> Path:
     """Where the BMC keeps the ISO inserted into the server's virtual CD drive."""
     return spec.disk.with_name(spec.name + MEDIA_SUFFIX)
@@ -143,6 +149,11 @@ def qemu_argv(
         "chardev:serial0",
         "-qmp",
         f"unix:{spec.qmp_socket},server=on,wait=off",
+        "-qmp",
+        f"unix:{events_socket(spec)},server=on,wait=off",
+        # a reboot ends this QEMU process and the BMC starts a new one (qemu_backend.py)
+        "-action",
+        "reboot=shutdown",
         "-drive",
         f"file={spec.disk},format=qcow2,if=none,id=disk0,cache=unsafe",
         "-device",

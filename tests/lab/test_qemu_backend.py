@@ -110,3 +110,32 @@ def test_a_tcg_server_keeps_its_translation_buffer_small(backend: QemuBackend) -
     assert sizes, "no translation buffer found in the QEMU process's mappings"
     assert max(sizes) <= TCG_TB_SIZE_MIB, sizes
     backend.power_off()
+
+
+def test_a_reset_from_inside_is_a_new_qemu_process(backend: QemuBackend) -> None:
+    """The machine's own reset (here QMP's system_reset, as a reboot asks for one) ends its
+    QEMU process and the BMC starts the next: power stays on, the disk boots first again,
+    and under TCG nothing translated in the previous boot survives into the next."""
+    serial = backend.spec.serial_log
+    backend.power_on()
+    # the empty disk first, then the NIC (nothing behind it)
+    wait_for(lambda: len(_boots(serial)) >= 2, 60, "the first boot to try the disk and NIC")
+    assert _boots(serial)[:2] == ["Hard Disk", "ROM"]
+    first = backend._child
+    assert first is not None
+    with Qmp(backend.spec.qmp_socket) as qmp:
+        qmp.execute("system_reset")
+    assert first.wait(30) is not None  # that process ended
+    wait_for(
+        lambda: backend._child is not first and backend.power_state() == "on",
+        30,
+        "a new QEMU process after the reset",
+    )
+    wait_for(lambda: len(_boots(serial)) >= 3, 60, "a boot after the reset")
+    assert _boots(serial)[2] == "Hard Disk"
+
+    backend.power_off()  # an off is an off: no new process follows
+    assert backend.power_state() == "off"
+    final = backend._child
+    assert final is not None and final.wait(5) is not None
+    assert backend._child is final and backend.power_state() == "off"
