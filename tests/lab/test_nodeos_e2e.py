@@ -33,7 +33,7 @@ pytestmark = [
 ]
 
 NODES = 2
-MEMORY_MIB = 2048  # the PXE root (230 MB) in RAM, then Docker and Ansible: no Kolla services
+MEMORY_MIB = 1536  # the PXE root (230 MB) in RAM, then Docker and Ansible: no Kolla services
 READY_TIMEOUT = 2400  # seconds: two TCG servers install a 240 MB image on shared cores
 
 PROBE = (
