@@ -52,6 +52,9 @@ BMC_READY_TIMEOUT = 60.0
 BMC_USER = "admin"
 FLATCAR_MEMORY_MIB = 2048  # Flatcar's PXE initrd unpacks its whole /usr into RAM
 NODE_OS_MEMORY_MIB = 3072  # the node OS: PXE root in RAM, then Docker and a few Kolla services
+# the kernel unpacks the 230 MB PXE image into a tmpfs of half the RAM: at 1024 MiB a UEFI
+# server stopped with "Initramfs unpacking failed: write error"; 1536 installed BIOS and UEFI
+NODE_OS_MIN_MEMORY_MIB = 1536
 BUSYBOX_MEMORY_MIB = 256
 NODE_OS_DISK_GIB = 40  # sparse qcow2: room for Kolla's images and volumes
 LabOsKind = Literal["node", "busybox"]
@@ -553,6 +556,12 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
             progress(
                 f"warning: Flatcar's PXE image needs about {FLATCAR_MEMORY_MIB} MiB of RAM; "
                 f"the servers have {memory} (kpc lab up --memory)"
+            )
+        if node_os is not None and memory < NODE_OS_MIN_MEMORY_MIB:
+            progress(
+                f"warning: the node OS's PXE image needs about {NODE_OS_MIN_MEMORY_MIB} MiB of "
+                f"RAM (the kernel unpacks it into half the RAM); the servers have {memory} "
+                "(kpc lab up --memory)"
             )
         progress("site router and simulated BMCs: starting")
         _start_supervisor(state, paths)
