@@ -110,6 +110,8 @@ def test_unsigned_image_and_rejected_config_stop_with_their_reason(lab_dir: Path
     assert up.code == 0, up.output
     config = lab_dir / "kpc.yaml"
     servers = json.loads((lab_dir / "lab.json").read_text())["plan"]["servers"]
+    for server in servers:
+        server["name"] = f"server{server['index']}"
     unsigned, rejected = servers[0], servers[1]
     _plant_faults(lab_dir, unsigned["mac"], rejected["mac"])
 
