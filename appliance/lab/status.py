@@ -60,8 +60,14 @@ def serial_tail(path: Path, lines: int = 15) -> list[str]:
 
 
 # What the servers' consoles say that an operator must see first: a failed Ignition run (the
-# node OS's initramfs forwards errors to the console), a failed install; then kpc's own lines.
-_PROBLEMS = ("Ignition failed:", "kpc-install: FAILED", "flatcar-install: error")
+# node OS's initramfs forwards errors to the console; when Ignition's own line does not come,
+# systemd's line for the failed Ignition stage does), a failed install; then kpc's own lines.
+_PROBLEMS = (
+    "Ignition failed:",
+    "Failed to start ignition-",
+    "kpc-install: FAILED",
+    "flatcar-install: error",
+)
 _OURS = ("kpc-labos:", "kpc-install:", "kpc-checkin:", "flatcar-install:")
 
 

@@ -128,7 +128,7 @@ def test_unsigned_image_and_rejected_config_stop_with_their_reason(lab_dir: Path
         interval=5,
     )
     wait_for(
-        lambda: "Ignition failed:" in _console(lab_dir, rejected["name"]),
+        lambda: "Failed to start ignition-" in _console(lab_dir, rejected["name"]),
         CONSOLE_TIMEOUT,
         f"Ignition to fail on {rejected['name']}",
         interval=5,
@@ -139,15 +139,14 @@ def test_unsigned_image_and_rejected_config_stop_with_their_reason(lab_dir: Path
     assert "the signature does not verify with the image signing key; nothing was written" in (text)
     assert "kpc-install: FAILED: flatcar-install failed on /dev/vda: error: " in text
     assert "this machine stays up" in text
-    # (b) Ignition's own error (the hash it was given is not the contents')
-    assert "Ignition failed:" in _console(lab_dir, rejected["name"])
-
     shown = ok(["lab", "status", "--dir", str(lab_dir), "--json"], config)
     lines = {s["name"]: s for s in json.loads(shown[shown.index("{") :])["servers"]}
     refused = lines[unsigned["name"]]["console"]  # the why, in the status line itself
     assert refused.startswith("kpc-install: FAILED: flatcar-install failed"), lines
     assert refused.endswith("does not verify with the image signing key; nothing was written")
-    assert lines[rejected["name"]]["console"].startswith("Ignition failed:"), lines
+    assert lines[rejected["name"]]["console"].startswith(
+        ("Ignition failed:", "Failed to start ignition-files")
+    ), lines
     assert all(s["problem"] for s in lines.values()), lines
     assert {s["power"] for s in lines.values()} == {"on"}, lines  # both stay up
 
@@ -162,4 +161,10 @@ def test_unsigned_image_and_rejected_config_stop_with_their_reason(lab_dir: Path
     assert "2 of 2 lab servers are not ready" in late.output, late.output
     for server in servers:
         assert f"{server['name']} ({server['mac']}, bios) is " in late.output
-    assert "kpc-install: FAILED" in late.output and "Ignition failed:" in late.output
+    assert "kpc-install: FAILED" in late.output and "ignition-files" in late.output
+
+    # (b) Ignition's own error on the console (the hash it was given is not the contents'):
+    # NOT YET: on 2026-11-29 the console showed systemd's failed stage and the emergency
+    # shell, but not Ignition's message (the initramfs's journald forwarding did not carry
+    # it); this fails until the node OS prints it
+    assert "Ignition failed:" in _console(lab_dir, rejected["name"])

@@ -264,3 +264,13 @@ def test_console_summary_puts_failures_first() -> None:
     assert not is_problem(console_summary(installing))
     assert console_summary(["just a line"]) == "just a line"
     assert console_summary([]) == ""
+    # the node OS's console when Ignition's files stage failed (seen in the lab, 2026-11-29)
+    stage = [
+        "[FAILED] Failed to start ignition-files.service - Ignition (files).",
+        "[DEPEND] Dependency failed for ignition-complete.target - Ignition Complete.",
+        "Entering emergency mode. Exit the shell to continue.",
+        "Press Enter to continue.",
+    ]
+    summary = console_summary(stage)
+    assert summary == "Failed to start ignition-files.service - Ignition (files)."
+    assert is_problem(summary)
