@@ -36,6 +36,22 @@ RESCUE_PROFILE = "profiles/rescue.json"
 RESCUE_IGNITION = "ignition/rescue.ign"
 USER_IGN = "usr/lib/ignition/user.ign"  # Ignition's own place for an embedded config
 KEY_HINT = "give the public key file, e.g. --operator-key ~/.ssh/id_ed25519.pub"
+# systemd gives all generators together 90 s, then freezes (no SSH ever comes); on a busy
+# TCG host the live root (a squashfs in RAM, zstd) made twelve of them miss that, twice. The
+# lab's live host runs only the two it needs (fstab; getty for the console autologin), by
+# systemd's own switch: a link to /dev/null in /etc/systemd/system-generators.
+UNNEEDED_GENERATORS = (
+    "selinux-autorelabel-generator.sh",
+    "systemd-debug-generator",
+    "systemd-gpt-auto-generator",
+    "systemd-hibernate-resume-generator",
+    "systemd-rc-local-generator",
+    "systemd-run-generator",
+    "systemd-ssh-generator",
+    "systemd-system-update-generator",
+    "systemd-sysv-generator",
+    "systemd-tpm2-generator",
+)
 
 
 def read_operator_key(path: Path) -> list[AuthorizedKey]:
@@ -61,8 +77,13 @@ def read_operator_key(path: Path) -> list[AuthorizedKey]:
 
 
 def live_ignition(config: SiteConfig, version: str, keys: list[AuthorizedKey]) -> str:
-    """The rescue profile's Ignition: core's keys."""
+    """The rescue profile's Ignition (core's keys) plus the lab's generator switches."""
     ignition: dict[str, Any] = json.loads(seed_files(config, version, keys)[RESCUE_IGNITION])
+    links = [
+        {"path": f"/etc/systemd/system-generators/{name}", "target": "/dev/null"}
+        for name in UNNEEDED_GENERATORS
+    ]
+    ignition.setdefault("storage", {}).setdefault("links", []).extend(links)
     problems = check_ignition(ignition)
     assert not problems, problems
     return json.dumps(ignition, indent=2) + "\n"

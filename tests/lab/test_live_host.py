@@ -21,6 +21,7 @@ from appliance.errors import KpcError, UsageError
 from appliance.keys import parse_authorized_keys
 from appliance.lab import render
 from appliance.lab.live import (
+    UNNEEDED_GENERATORS,
     ignition_archive,
     live_ignition,
     live_kernel_args,
@@ -175,6 +176,9 @@ def test_ignition_is_the_rescue_config_with_the_operators_key(tmp_path: Path) ->
     ignition = live_ignition(config, NODE_VERSION, keys)
     parsed = json.loads(ignition)
     assert parsed["passwd"]["users"] == [{"name": "core", "sshAuthorizedKeys": [KEY]}]
+    masked = {link["path"].rsplit("/", 1)[1] for link in parsed["storage"]["links"]}
+    assert masked == set(UNNEEDED_GENERATORS)
+    assert {link["target"] for link in parsed["storage"]["links"]} == {"/dev/null"}
     require_tool("ignition-validate")  # Ignition's own validator accepts it
     checked = subprocess.run(
         ["ignition-validate", "-"], input=ignition, capture_output=True, text=True, check=False
