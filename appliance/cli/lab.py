@@ -269,8 +269,10 @@ def status(
         f"({state.firmware}); config {state.config}"
     )
     if st.supervisor:
+        bmcs = sum(1 for role in st.children if role.startswith("bmc:"))
+        others = ", ".join(sorted(role for role in st.children if not role.startswith("bmc:")))
         c.out.print(
-            f"supervisor pid {st.supervisor}: router and {len(st.children) - 1} of "
+            f"supervisor pid {st.supervisor}: {others or 'no router'} and {bmcs} of "
             f"{len(plan.servers)} BMCs running"
         )
     else:

@@ -61,6 +61,7 @@ def test_lab_up_is_idempotent_refuses_clashes_and_names_a_silent_server(
     status = kpc(["lab", "status", "--dir", str(lab_dir)])
     assert status.code == 0, status.output
     assert "server1" in status.output and " off " in status.output
+    assert "ntp, router and 1 of 1 BMCs running" in status.output
     narrow = kpc(["lab", "status", "--dir", str(lab_dir)], env={"COLUMNS": "80"})
     table = [line for line in narrow.output.splitlines() if line.startswith(("SERVER ", "server"))]
     table = [line for line in table if " console: " not in line]
