@@ -181,11 +181,15 @@ def wait_for_state(
     late = [s for s in state.plan.nodes if last.get(s.name) != want.value]
     blocks = []
     for server in late:
-        tail = serial_tail(paths.server(server).serial_log, 15)
+        serial = paths.server(server).serial_log
+        tail = serial_tail(serial, 15)
         body = "\n".join(f"    {line}" for line in tail) or "    (its serial log is empty)"
+        # the line that says why (a failed install or Ignition stage) may have scrolled out
+        # of the tail by the time the wait gives up
+        said = console_summary(serial_tail(serial, 200)) or "-"
         blocks.append(
             f"  {server.name} ({server.mac}, {server.firmware}) is {last.get(server.name)}; "
-            f"the end of its serial log {paths.server(server).serial_log}:\n{body}"
+            f"its console said: {said}\n  the end of its serial log {serial}:\n{body}"
         )
     raise LabError(
         f"{len(late)} of {len(state.plan.nodes)} lab servers are not {want.value} after "

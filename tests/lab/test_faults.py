@@ -84,6 +84,7 @@ def test_lab_up_is_idempotent_refuses_clashes_and_names_a_silent_server(
     assert late.code == 1
     assert "server1 (52:54:00:c6:12:01, bios) is unknown" in late.output
     assert "the end of its serial log" in late.output and "iPXE" in late.output
+    assert "; its console said: " in late.output
 
     # the supervisor dies (its router and BMCs with it): 'lab up' says the lab is broken
     supervisor = json.loads((lab_dir / "supervisor.json").read_text())["pid"]
