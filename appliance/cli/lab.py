@@ -28,6 +28,7 @@ from appliance.lab.osbuild import build_lab_os
 from appliance.lab.plan import DEFAULT_NAME, FirmwareChoice
 from appliance.lab.state import LabState
 from appliance.lab.status import (
+    OFF_GRACE,
     LabStatus,
     WaitProgress,
     is_problem,
@@ -340,9 +341,17 @@ def wait(
     directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP, show_default=False),
     state_name: str = typer.Option("ready", "--state", help="The registry state to wait for."),
     timeout: float = typer.Option(900.0, "--timeout", help="Seconds before giving up."),
+    off_grace: float = typer.Option(
+        OFF_GRACE,
+        "--off-grace",
+        help="Give up early when a server that was on (or has booted) is powered off this "
+        "many seconds (its BMC asked every 10s): it never checks in by itself.",
+    ),
 ) -> None:
     """Wait until every lab server has this state in kpc's registry (default: ready). On
-    timeout, name each late server with the end of its serial console."""
+    timeout, name each late server with its power (as its BMC says), the end of its serial
+    console and of its BMC's and QEMU's logs; give up early on a server powered off for
+    good."""
     c = cli(ctx)
     try:
         want = MachineState(state_name)
@@ -356,10 +365,24 @@ def wait(
         counts: dict[str, int] = {}
         for value in p.states.values():
             counts[value] = counts.get(value, 0) + 1
-        say(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        if p.power:
+            power: dict[str, list[str]] = {}
+            for name, reading in sorted(p.power.items()):
+                power.setdefault(reading, []).append(name)
+            line += "; not there yet, by their BMCs: " + ", ".join(
+                f"{len(names)} {reading} ({' '.join(names)})"
+                for reading, names in sorted(power.items())
+            )
+        say(line)
 
     took = wait_for_state(
-        state, lambda: _machines(state), want=want, timeout=timeout, progress=show
+        state,
+        lambda: _machines(state),
+        want=want,
+        timeout=timeout,
+        progress=show,
+        off_grace=off_grace,
     )
     c.err.print(f"all {len(state.plan.nodes)} lab servers are {want.value} after {took:.0f}s")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.drivers import netns
@@ -144,6 +144,97 @@ def lab_status(state: LabState, machines: Mapping[str, Machine]) -> LabStatus:
 class WaitProgress:
     elapsed: float
     states: Mapping[str, str]  # server name -> registry state
+    power: Mapping[str, str] = field(default_factory=dict)  # name -> on/off/"?"
+
+
+POWER_CHECK_INTERVAL = 10.0  # seconds between BMC power queries while waiting
+OFF_GRACE = 60.0  # a reset or a reboot is off for seconds; this long off is for good
+LOG_LINES = 5  # lines of a BMC's or QEMU's log in an error
+LOG_LINE_CHARS = 200
+
+
+@dataclass
+class OffWatch:
+    """Which lab servers are powered off for good while ``kpc lab wait`` waits (pure:
+    power readings in, verdicts out).
+
+    A powered-off lab server never checks in by itself, so waiting for it cannot help. But
+    at the start of a lab flow every server is off until ``kpc pxe-all`` powers it on, and a
+    reset or reboot is off for a moment: a server counts only once it was seen on in this
+    wait, or its registry state shows it has booted, and only after ``grace`` seconds off.
+    A BMC that does not answer proves nothing either way.
+    """
+
+    grace: float = OFF_GRACE
+    seen_on: set[str] = field(default_factory=set)
+    off_since: dict[str, float] = field(default_factory=dict)
+
+    def observe(self, name: str, power: str | None, state: str, want: str, now: float) -> bool:
+        """Record one reading of server ``name``; whether it is off for good."""
+        if power == "on":
+            self.seen_on.add(name)
+            self.off_since.pop(name, None)
+            return False
+        if power != "off":
+            return False
+        if state == want or (state == "unknown" and name not in self.seen_on):
+            self.off_since.pop(name, None)
+            return False
+        since = self.off_since.setdefault(name, now)
+        return now - since >= self.grace
+
+
+# what every lab server's QEMU log says, and means nothing (the lab's own fw_cfg item)
+_NOISE = ("externally provided fw_cfg item names",)
+
+
+def _short_tail(path: Path, lines: int = LOG_LINES) -> list[str]:
+    tail = [line for line in serial_tail(path, 50) if not any(n in line for n in _NOISE)]
+    return [
+        line if len(line) <= LOG_LINE_CHARS else line[: LOG_LINE_CHARS - 1] + "…"
+        for line in tail[-lines:]
+    ]
+
+
+def server_report(
+    state: LabState, server: Server, registry_state: str, power: str | None, *, serial: int = 15
+) -> str:
+    """What an operator needs about one late lab server: its registry state and power as its
+    BMC reports it, the console line that says why, the end of its serial log (``serial``
+    lines, none with 0) and of its BMC's and QEMU's logs (those only when not empty)."""
+    sp = LabPaths(state.directory).server(server)
+    console = serial_tail(sp.serial_log, 200)
+    # the line that says why (a failed install or Ignition stage) may have scrolled out of
+    # the tail by the time the wait gives up
+    said = console_summary(console) or "-"
+    bmc = (
+        f"its BMC {server.bmc_address} says it is {power}"
+        if power
+        else (f"its BMC {server.bmc_address} does not answer")
+    )
+    out = [
+        f"  {server.name} ({server.mac}, {server.firmware}) is {registry_state}; {bmc}; "
+        f"its console said: {said}"
+    ]
+    if serial:
+        body = [f"    {line}" for line in console[-serial:]] or ["    (its serial log is empty)"]
+        out += [f"  the end of its serial log {sp.serial_log}:", *body]
+    for what, path in (("BMC", sp.bmc_log), ("QEMU", sp.qemu_log)):
+        tail = _short_tail(path)
+        if tail:
+            out += [f"  the end of its {what} log {path}:", *(f"    {line}" for line in tail)]
+    return "\n".join(out)
+
+
+def _bmc_power(state: LabState) -> Callable[[Server], str | None]:
+    password = LabPaths(state.directory).bmc_password
+
+    def power(server: Server) -> str | None:
+        if not password.is_file():
+            return None
+        return bmc_power_state(str(server.bmc_address), BMC_USER, password, protocol=server.bmc)
+
+    return power
 
 
 def wait_for_state(
@@ -154,45 +245,68 @@ def wait_for_state(
     timeout: float,
     progress: Callable[[WaitProgress], None],
     interval: float = 2.0,
+    power: Callable[[Server], str | None] | None = None,
+    power_interval: float = POWER_CHECK_INTERVAL,
+    off_grace: float = OFF_GRACE,
 ) -> float:
     """Wait until every lab server is in state ``want``; the seconds it took.
 
-    On timeout, LabError names each server that is not there, with its state and the tail
-    of its serial console.
+    Every ``power_interval`` seconds it asks the BMC of each server not there yet for its
+    power (``power``: the lab's BMCs by default). It gives up early, with LabError, when a
+    server has been off for ``off_grace`` seconds (``OffWatch``); on timeout, LabError
+    names each server that is not there (``server_report``).
     """
+    ask = power or _bmc_power(state)
+    watch = OffWatch(off_grace)
     start = time.monotonic()
+    next_check = start
     last: dict[str, str] = {}
+    powers: dict[str, str] = {}
+    shown: tuple[dict[str, str], dict[str, str]] = ({}, {})
     while True:
         found = machines()
         states = {
             s.name: (found[s.mac].state.value if s.mac in found else "unknown")
             for s in state.plan.nodes  # a live host is never in kpc's registry
         }
-        elapsed = time.monotonic() - start
-        if states != last:
-            progress(WaitProgress(elapsed, states))
-            last = states
-        if all(v == want.value for v in states.values()):
+        now = time.monotonic()
+        elapsed = now - start
+        last = states
+        done = all(v == want.value for v in states.values())
+        off: list[Server] = []
+        if not done and now >= next_check:
+            next_check = now + power_interval
+            powers = {}
+            for server in state.plan.nodes:
+                if states[server.name] == want.value:
+                    continue
+                reading = ask(server)
+                powers[server.name] = reading or "?"
+                if watch.observe(server.name, reading, states[server.name], want.value, now):
+                    off.append(server)
+        if (states, powers) != shown:
+            progress(WaitProgress(elapsed, states, powers))
+            shown = (states, powers)
+        if done:
             return elapsed
+        if off:
+            bmcs = " ".join(str(s.bmc_address) for s in off)
+            raise LabError(
+                f"{len(off)} of {len(state.plan.nodes)} lab servers are powered off "
+                f"(for {off_grace:.0f}s or more) and not {want.value}: a powered-off lab "
+                "server never checks in by itself, so waiting longer cannot help:\n"
+                + "\n".join(server_report(state, s, states[s.name], "off", serial=0) for s in off),
+                hint=f"its BMC's log above says what it did last; with the lab's KPC_CONFIG, "
+                f"power it on ('kpc bmc power on {bmcs}') or install it again ('kpc pxe-all "
+                f"{bmcs} --yes'), then run kpc lab wait again",
+            )
         if elapsed > timeout:
             break
         time.sleep(interval)
-    paths = LabPaths(state.directory)
     late = [s for s in state.plan.nodes if last.get(s.name) != want.value]
-    blocks = []
-    for server in late:
-        serial = paths.server(server).serial_log
-        tail = serial_tail(serial, 15)
-        body = "\n".join(f"    {line}" for line in tail) or "    (its serial log is empty)"
-        # the line that says why (a failed install or Ignition stage) may have scrolled out
-        # of the tail by the time the wait gives up
-        said = console_summary(serial_tail(serial, 200)) or "-"
-        blocks.append(
-            f"  {server.name} ({server.mac}, {server.firmware}) is {last.get(server.name)}; "
-            f"its console said: {said}\n  the end of its serial log {serial}:\n{body}"
-        )
+    blocks = [server_report(state, s, last.get(s.name, "unknown"), ask(s)) for s in late]
     raise LabError(
         f"{len(late)} of {len(state.plan.nodes)} lab servers are not {want.value} after "
         f"{timeout:.0f}s:\n" + "\n".join(blocks),
-        hint="see the serial logs above; 'kpc lab status' shows every server",
+        hint="see the logs above; 'kpc lab status' shows every server",
     )

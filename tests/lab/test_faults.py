@@ -85,6 +85,35 @@ def test_lab_up_is_idempotent_refuses_clashes_and_names_a_silent_server(
     assert "server1 (52:54:00:c6:12:01, bios) is unknown" in late.output
     assert "the end of its serial log" in late.output and "iPXE" in late.output
     assert "; its console said: " in late.output
+    assert f"its BMC {BMC_NET}11 says it is on" in late.output
+    assert "the end of its BMC log" in late.output and "server1: power on" in late.output
+
+    # server1 is powered off while 'kpc lab wait' waits: it gives up at the next BMC check
+    # (every 10s; --off-grace 0 here), not at its timeout, and says why
+    said = lab_dir.parent / "wait.err"
+    with said.open("w") as err:
+        waiting = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "appliance", "lab", "wait", "--dir", str(lab_dir)),
+                *("--timeout", "600", "--off-grace", "0"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+    try:
+        wait_for(lambda: "1 on (server1)" in said.read_text(), 60, "the wait to see server1 on")
+        assert "Down/Off" in ipmi(lab_dir, BMC_NET + "11", "power", "off")
+        wait_for(lambda: waiting.poll() is not None, 60, "kpc lab wait to give up")
+    finally:
+        waiting.kill()
+        waiting.wait()
+    gave_up = said.read_text()
+    assert waiting.returncode == 1, gave_up
+    assert "1 of 1 lab servers are powered off" in gave_up
+    assert f"its BMC {BMC_NET}11 says it is off" in gave_up
+    assert "server1: power off" in gave_up  # its BMC's log
+    assert f"kpc bmc power on {BMC_NET}11" in gave_up
 
     # the supervisor dies (its router and BMCs with it): 'lab up' says the lab is broken
     supervisor = json.loads((lab_dir / "supervisor.json").read_text())["pid"]
