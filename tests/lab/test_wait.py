@@ -3,7 +3,7 @@ an operator reads about each late server (its power, its BMC's and QEMU's logs).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -75,8 +75,28 @@ def lab(tmp_path: Path) -> LabState:
     return state
 
 
-def _machines(states: dict[str, MachineState]) -> dict[str, Machine]:
-    return {mac: Machine(mac=mac, state=st) for mac, st in states.items()}
+def _wait(
+    lab: LabState,
+    registry: dict[str, MachineState],
+    power: Callable[[Server], str | None],
+    timeout: float,
+    progress: Callable[[WaitProgress], None] = lambda p: None,
+) -> LabError:
+    """wait_for_state without sleeping: BMCs asked every round, no grace; its error."""
+    machines = {mac: Machine(mac=mac, state=st) for mac, st in registry.items()}
+    with pytest.raises(LabError) as caught:
+        wait_for_state(
+            lab,
+            lambda: machines,
+            want=MachineState.READY,
+            timeout=timeout,
+            progress=progress,
+            interval=0,
+            power=power,
+            power_interval=0,
+            off_grace=0,
+        )
+    return caught.value
 
 
 def test_wait_gives_up_early_on_a_server_powered_off_for_good(lab: LabState) -> None:
@@ -95,20 +115,9 @@ def test_wait_gives_up_early_on_a_server_powered_off_for_good(lab: LabState) -> 
 
     seen: list[WaitProgress] = []
     registry = {one.mac: MachineState.READY, two.mac: MachineState.INSTALLED}
-    with pytest.raises(LabError) as caught:
-        wait_for_state(
-            lab,
-            lambda: _machines(registry),
-            want=MachineState.READY,
-            timeout=3600,
-            progress=seen.append,
-            interval=0,
-            power=power,
-            power_interval=0,
-            off_grace=0,
-        )
+    error = _wait(lab, registry, power, 3600, seen.append)
     assert asked == ["server2", "server2"]  # a ready server's BMC is not asked
-    message, hint = caught.value.message, caught.value.hint or ""
+    message, hint = error.message, error.hint or ""
     assert "1 of 2 lab servers are powered off" in message
     assert (
         f"server2 ({two.mac}, uefi) is installed; its BMC {two.bmc_address} says it is off"
@@ -121,20 +130,8 @@ def test_wait_gives_up_early_on_a_server_powered_off_for_good(lab: LabState) -> 
 
 
 def test_wait_does_not_give_up_on_servers_that_were_never_on(lab: LabState) -> None:
-    nothing: dict[str, MachineState] = {}
-    with pytest.raises(LabError) as caught:
-        wait_for_state(
-            lab,
-            lambda: _machines(nothing),
-            want=MachineState.READY,
-            timeout=0,
-            progress=lambda p: None,
-            interval=0,
-            power=lambda server: "off",
-            power_interval=0,
-            off_grace=0,
-        )
-    assert "2 of 2 lab servers are not ready after 0s" in caught.value.message
+    error = _wait(lab, {}, lambda server: "off", 0)
+    assert "2 of 2 lab servers are not ready after 0s" in error.message
 
 
 def test_the_report_of_a_late_server_has_its_power_and_logs(lab: LabState) -> None:
