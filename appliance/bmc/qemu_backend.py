@@ -34,7 +34,7 @@ from pathlib import Path
 from appliance.bmc.backend import BootDevice, PowerState
 from appliance.bootcfg.fetch import download
 from appliance.drivers import netns
-from appliance.drivers.qmp import Qmp, QmpError
+from appliance.drivers.qmp import Qmp, QmpError, QmpTimeout
 from appliance.errors import BmcError, KpcError
 from appliance.lab.vmspec import (
     CD_BOOTINDEX,
@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 
 QMP_CONNECT_TIMEOUT = 10.0
 QUIT_TIMEOUT = 10.0
+# after a reset's SHUTDOWN: how long QEMU may take to end, and starting the next process
+RESET_EXIT_TIMEOUT = 60.0
+RESET_START_ATTEMPTS = 3
+RESET_RETRY_DELAY = 2.0
 # SHUTDOWN reasons (QMP's ShutdownCause) after which the machine boots again
 REBOOT_REASONS = frozenset({"guest-reset", "host-qmp-system-reset", "host-ui"})
 # the devices a one-time boot can put first: (QOM path, bootindex otherwise)
@@ -159,37 +163,66 @@ class QemuBackend:
 
     def _follow(self, child: netns.Child) -> None:
         """When ``child`` ends because the machine was reset, start the next process."""
-        reason = self._shutdown_reason(child)
-        child.wait(QUIT_TIMEOUT)
-        if reason not in REBOOT_REASONS:
-            return
-        with self._lock:
-            if self._child is not child or child.running():
-                return  # the BMC powered it on or off meanwhile
-            keep = self._boot_device if self._persistent else "default"
-            first = keep if keep in FIRST_DEVICES else None
-            log.info("%s: reset (%s): a new QEMU process", self.spec.name, reason)
-            try:
-                self._start(first, fresh_vars=False)
-            except BmcError as exc:
-                log.warning("%s: could not start again after a reset: %s", self.spec.name, exc)
+        name = self.spec.name
+        try:
+            reason = self._shutdown_reason(child)
+            if reason not in REBOOT_REASONS:
+                child.wait(QUIT_TIMEOUT)  # an off (ours or the guest's): reap it, no more
+                return
+            if child.wait(RESET_EXIT_TIMEOUT) is None:
+                # with -action reboot=shutdown it ends by itself; a reset must not leave
+                # the machine hanging between two processes
+                log.warning(
+                    "%s: QEMU still runs %ss after its reset: stopping it", name, RESET_EXIT_TIMEOUT
+                )
+                child.stop(QUIT_TIMEOUT)
+            self._start_after_reset(child, reason)
+        except Exception:  # a thread's exception would otherwise vanish: say it in the log
+            log.exception("%s: following QEMU process %s failed", name, child.pid)
+
+    def _start_after_reset(self, child: netns.Child, reason: str | None) -> None:
+        name = self.spec.name
+        for attempt in range(1, RESET_START_ATTEMPTS + 1):
+            with self._lock:
+                if self._child is not child:
+                    return  # the BMC powered it on or off meanwhile
+                keep = self._boot_device if self._persistent else "default"
+                first = keep if keep in FIRST_DEVICES else None
+                log.info("%s: reset (%s): a new QEMU process", name, reason)
+                try:
+                    self._start(first, fresh_vars=False)
+                    return
+                except BmcError as exc:
+                    log.warning(
+                        "%s: could not start again after a reset (attempt %d of %d): %s",
+                        name,
+                        attempt,
+                        RESET_START_ATTEMPTS,
+                        exc.message,
+                    )
+            time.sleep(RESET_RETRY_DELAY)
+        log.error("%s: stays powered off: QEMU did not start again after its reset", name)
 
     def _shutdown_reason(self, child: netns.Child) -> str | None:
-        """The reason of QEMU's SHUTDOWN event (None if it ended without one)."""
+        """The reason of QEMU's SHUTDOWN event (None if it ended without one).
+
+        Reads the event monitor until QEMU closes it (when it ends), not while the process
+        runs: an event QEMU sent just before it ended is still read, so a reset is never
+        taken for an off."""
         try:
             qmp = Qmp.connect(events_socket(self.spec), timeout=5.0, retry_for=QMP_CONNECT_TIMEOUT)
         except QmpError:
             return None
         with qmp:
-            while child.running():
+            while True:
                 try:
                     event = qmp.wait_event("SHUTDOWN", 5.0)
-                except QmpError:
-                    time.sleep(0.1)  # a timeout, or QEMU closing its monitor as it ends
+                except QmpTimeout:
                     continue
+                except QmpError:
+                    return None  # QEMU closed its monitor (it ended) without a SHUTDOWN
                 data = event.get("data")
                 return str(data.get("reason", "")) if isinstance(data, dict) else ""
-        return None
 
     def power_off(self) -> None:
         with self._lock:

@@ -24,6 +24,10 @@ class QmpError(KpcError):
     """QEMU's monitor is unreachable, or it refused a command."""
 
 
+class QmpTimeout(QmpError):
+    """No event of the kind waited for came in time (the monitor is still there)."""
+
+
 class Qmp:
     """A connected QMP session. Use as a context manager, or call ``close``."""
 
@@ -117,7 +121,8 @@ class Qmp:
         match: Callable[[dict[str, Any]], bool] = lambda _event: True,
     ) -> dict[str, Any]:
         """The first event called ``name`` (and accepted by ``match``), already received or
-        arriving within ``timeout``; QmpError when none comes."""
+        arriving within ``timeout``; QmpTimeout when none comes, QmpError when QEMU closes
+        the monitor first (after every message it sent before closing has been read)."""
         deadline = time.monotonic() + timeout
         while True:
             for index, event in enumerate(self.events):
@@ -125,7 +130,7 @@ class Qmp:
                     return self.events.pop(index)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise QmpError(f"QEMU at {self.path} sent no {name} event within {timeout}s")
+                raise QmpTimeout(f"QEMU at {self.path} sent no {name} event within {timeout}s")
             self._sock.settimeout(remaining)
             try:
                 message = self._read_message()

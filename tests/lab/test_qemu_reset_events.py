@@ -1,0 +1,84 @@
+"""How a simulated BMC hears why its QEMU ended, against a monitor socket that speaks QMP
+(greeting, capabilities, an event, then closing as QEMU does when it ends).
+
+The order that matters: QEMU sends SHUTDOWN and ends at once. A BMC that stopped reading
+when it saw the process gone took a reset for an off, and the server never came back (a
+UEFI lab server after its install reboot, in CI)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.bmc.qemu_backend import QemuBackend
+from appliance.drivers import netns
+from appliance.lab.vmspec import VmSpec, events_socket
+
+
+def _spec(tmp_path: Path) -> VmSpec:
+    return VmSpec(
+        name="ev",
+        firmware="bios",
+        memory_mib=64,
+        mac="52:54:00:c6:12:e1",
+        netns=None,
+        tap="none",
+        disk=tmp_path / "disk.qcow2",
+        serial_log=tmp_path / "serial.log",
+        qmp_socket=tmp_path / "qmp.sock",
+        qemu_log=tmp_path / "qemu.log",
+    )
+
+
+def _monitor(path: Path, events: list[dict[str, object]]) -> threading.Thread:
+    """A one-client QMP monitor that sends ``events`` after the handshake, then closes."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def serve() -> None:
+        with server:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+                conn.recv(4096)  # qmp_capabilities
+                reply = [{"return": {}}, *events]
+                conn.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in reply))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def ended() -> Iterator[netns.Child]:
+    """A process that has already ended, as QEMU has by the time the BMC reads."""
+    child = netns.spawn(["true"], die_with_parent=False)
+    child.wait(10)
+    assert not child.running()
+    yield child
+
+
+def test_a_reset_sent_just_before_qemu_ended_is_still_a_reset(
+    tmp_path: Path, ended: netns.Child
+) -> None:
+    spec = _spec(tmp_path)
+    shutdown = {"event": "SHUTDOWN", "data": {"guest": True, "reason": "guest-reset"}}
+    server = _monitor(events_socket(spec), [shutdown])
+    assert QemuBackend(spec)._shutdown_reason(ended) == "guest-reset"
+    server.join(5)
+
+
+def test_a_monitor_closed_without_shutdown_is_no_reset(
+    tmp_path: Path, ended: netns.Child
+) -> None:
+    spec = _spec(tmp_path)
+    other = {"event": "RESUME", "data": {}}
+    server = _monitor(events_socket(spec), [other])
+    assert QemuBackend(spec)._shutdown_reason(ended) is None
+    server.join(5)
