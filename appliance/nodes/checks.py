@@ -17,7 +17,8 @@ from typing import Any
 MARK = "@@kpc-probe"
 EXIT_NOT_FOUND = 127  # POSIX shells: command not found
 EXIT_TIMED_OUT = 124  # coreutils timeout(1)
-DOCKER_WAIT = 20  # seconds the probe lets `docker version` wait for the daemon
+DOCKER_WAIT = 45  # seconds the probe lets `docker version` wait for the daemon (a socket-
+# activated dockerd on a node that just booted, restarting its containers, took over 20 s)
 GIB = 1024**3
 
 
