@@ -74,9 +74,7 @@ def test_a_reset_sent_just_before_qemu_ended_is_still_a_reset(
     server.join(5)
 
 
-def test_a_monitor_closed_without_shutdown_is_no_reset(
-    tmp_path: Path, ended: netns.Child
-) -> None:
+def test_a_monitor_closed_without_shutdown_is_no_reset(tmp_path: Path, ended: netns.Child) -> None:
     spec = _spec(tmp_path)
     other = {"event": "RESUME", "data": {}}
     server = _monitor(events_socket(spec), [other])
