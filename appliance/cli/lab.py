@@ -124,6 +124,12 @@ def up(
         help="MiB of RAM per server (default: 3072 for the node OS, 256 for busybox).",
         show_default=False,
     ),
+    cpus: int = typer.Option(
+        1,
+        "--cpus",
+        help="vCPUs per server. Under TCG each is a host thread: 2 speed up a Kolla node "
+        "on a host with cores to spare.",
+    ),
     os_kind: str = typer.Option("busybox", "--os", help=f"What the servers install. {OS_HELP}"),
     bmc: str = typer.Option(
         "ipmi",
@@ -196,6 +202,7 @@ def up(
         name=name,
         network=network,
         memory_mib=memory,
+        cpus=cpus,
         os="node" if os_kind == "node" else "busybox",
         cache=cache,
         bootcfg_port=bootcfg_port,

@@ -40,6 +40,7 @@ DEFAULT_NAME = "kpcl"
 MAX_SERVERS = 64
 # A Kolla control node holding keystone, MariaDB and their images needs several GiB.
 MAX_MEMORY_MIB = 16384
+MAX_CPUS = 8  # vCPUs per server (TCG: one host thread each)
 BMC_HOST_OFFSET = 10  # server i's BMC is .(10 + i)
 DHCP_FIRST, DHCP_LAST = 100, 199
 LIVE_HOST_OFFSET = 20  # a live host's fixed site address is .(20 + index): below DHCP's range
@@ -60,6 +61,7 @@ class Server:
     bmc_address: ipaddress.IPv4Address
     memory_mib: int
     bmc: BmcProtocol = "ipmi"  # what its simulated BMC speaks
+    cpus: int = 1  # vCPUs
     # node: installed by kpc over PXE; live: a deploy host to be, live-booted from the node
     # OS's CD (kpc lab up --live-host), never PXE-booted, so never installed by kpc
     role: Role = "node"
@@ -244,6 +246,7 @@ def make_plan(
     bmc: BmcChoice = "ipmi",
     name: str = DEFAULT_NAME,
     memory_mib: int = 256,
+    cpus: int = 1,
     network: int = 0,
     deploy_hosts: int = 1,
     live_host_memory_mib: int | None = None,
@@ -267,6 +270,8 @@ def make_plan(
             raise UsageError(
                 f"--memory must be between 192 and {MAX_MEMORY_MIB} MiB (got {memory})"
             )
+    if not 1 <= cpus <= MAX_CPUS:
+        raise UsageError(f"--cpus must be between 1 and {MAX_CPUS} (got {cpus})")
     if not 1 <= deploy_hosts <= MAX_DEPLOY_HOSTS:
         raise UsageError(
             f"--deploy-hosts must be between 1 and {MAX_DEPLOY_HOSTS} (got {deploy_hosts})"
@@ -281,6 +286,7 @@ def make_plan(
             tap=f"tap{i}",
             bmc_address=bmc_net.network_address + BMC_HOST_OFFSET + i,
             memory_mib=memory,
+            cpus=cpus,
             bmc=bmc_for(i, bmc),
             role=role,
         )
@@ -312,6 +318,7 @@ def plan_to_dict(plan: LabPlan) -> dict[str, object]:
                 "tap": s.tap,
                 "bmc_address": str(s.bmc_address),
                 "memory_mib": s.memory_mib,
+                "cpus": s.cpus,
                 "bmc": s.bmc,
                 "role": s.role,
             }
@@ -338,6 +345,7 @@ def plan_from_dict(data: dict[str, object]) -> LabPlan:
                 tap=str(item["tap"]),
                 bmc_address=ipaddress.IPv4Address(str(item["bmc_address"])),
                 memory_mib=int(item["memory_mib"]),
+                cpus=int(item.get("cpus", 1)),
                 bmc="redfish" if item.get("bmc") == "redfish" else "ipmi",
                 role="live" if item.get("role") == "live" else "node",
             )

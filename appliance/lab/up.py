@@ -73,6 +73,7 @@ class UpRequest:
     name: str = "kpcl"
     network: int = 0
     memory_mib: int | None = None  # default: by the OS (node 3072, busybox 256)
+    cpus: int = 1  # vCPUs per server
     os: LabOsKind = "busybox"  # node: the Flatcar-shaped node OS; busybox: the small stand-in
     mirror: str = "http://deb.debian.org/debian"  # where the node OS's packages come from
     cache: Path = Path("/var/cache/kpc/lab-os")
@@ -218,6 +219,7 @@ def _server_files(state: LabState, paths: LabPaths, accel: Accel) -> None:
             name=server.name,
             firmware=server.firmware,
             memory_mib=server.memory_mib,
+            cpus=server.cpus,
             mac=server.mac,
             netns=state.plan.switch_ns,
             tap=server.tap,
@@ -452,6 +454,7 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
         bmc=request.bmc,
         name=request.name,
         memory_mib=memory,
+        cpus=request.cpus,
         network=request.network,
         deploy_hosts=request.deploy_hosts,
         live_host_memory_mib=(request.memory_mib or NODE_OS_MEMORY_MIB)

@@ -59,6 +59,7 @@ class VmSpec:
     serial: str | None = None  # SMBIOS system serial number (type 1)
     extra_disks: tuple[Path, ...] = ()  # more virtio disks (qcow2), never booted from
     pxe: bool = True  # False: the NIC has no boot ROM (a live host never boots from the net)
+    cpus: int = 1  # vCPUs (TCG: one host thread each, so a VM can use more than one core)
 
 
 def spec_to_json(spec: VmSpec) -> str:
@@ -138,7 +139,7 @@ def qemu_argv(
         "-accel",
         f"tcg,tb-size={TCG_TB_SIZE_MIB}" if spec.accel == "tcg" else spec.accel,
         "-smp",
-        "1",
+        str(spec.cpus),
         "-m",
         str(spec.memory_mib),
         "-display",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,18 @@ def test_plan_mixed_firmware_addresses_and_names() -> None:
 def test_plan_refuses_what_cannot_work(nodes: int, name: str, memory: int) -> None:
     with pytest.raises(UsageError):
         make_plan(nodes, "bios", name=name, memory_mib=memory)
+
+
+def test_servers_get_the_vcpus_asked_for_and_old_records_one() -> None:
+    plan = make_plan(2, "bios", cpus=2)
+    assert [s.cpus for s in plan.servers] == [2, 2]
+    assert plan_from_dict(json.loads(json.dumps(plan_to_dict(plan)))) == plan
+    record = plan_to_dict(plan)
+    for server in record["servers"]:  # type: ignore[attr-defined]
+        del server["cpus"]  # a lab made before --cpus existed
+    assert [s.cpus for s in plan_from_dict(record).servers] == [1, 1]
+    with pytest.raises(UsageError, match="--cpus must be between 1 and"):
+        make_plan(1, "bios", cpus=0)
 
 
 def test_router_serves_dhcp_and_ra_but_no_pxe() -> None:
@@ -165,6 +178,8 @@ def test_vm_spec_round_trip_and_boot_order(tmp_path: Path) -> None:
         and "nic0,netdev=net0,mac=52:54:00:c6:12:01,bootindex=2" in disk_first
     )
     assert "-accel tcg" in disk_first and "q35" in disk_first
+    assert "-smp 1 " in disk_first
+    assert "-smp 2 " in " ".join(qemu_argv(replace(spec, cpus=2), network_first=False))
     assert "bootindex=0" in " ".join(qemu_argv(spec, network_first=True))
     # the BMC's virtual CD drive: empty and last, unless a one-time CD boot puts it first
     assert "ide-cd,drive=cdrom0,id=cd0,bootindex=3" in disk_first
