@@ -182,7 +182,8 @@ def up(
 ) -> None:
     """Make the lab: namespaces and bridges (198.18.0.0/15, never routed out), a site router
     (DHCP + IPv6 RA, no PXE), N powered-off QEMU servers (disk first) and one simulated BMC
-    per server; write the lab's site config. Idempotent when the same lab is up."""
+    per server; write the lab's site config. Idempotent when the same lab is up; when only
+    its supervisor is gone (killed), start it again, keeping every disk, servers off."""
     c = cli(ctx)
     if firmware not in ("bios", "uefi", "mixed"):
         raise typer.BadParameter("must be bios, uefi or mixed", param_hint="--firmware")
@@ -230,14 +231,25 @@ def up(
         table.add_row(server.name + role, server.firmware, server.mac, str(server.bmc_address))
     c.err.print(table)
     plan = state.plan
-    c.err.print(
-        f"lab {plan.name!r} is up in {state.directory}; deploy host {plan.deploy_address} on "
-        f"{plan.host_site_link}, BMC network {plan.bmc_net} on {plan.host_bmc_link}."
-        + (
+    if result.resumed:
+        bmcs = " ".join(str(s.bmc_address) for s in plan.nodes)
+        next_steps = (
+            f"\nresumed: its supervisor (site router and BMCs) was gone and runs again; every "
+            "server's disk is as it was, and every server is powered off. Power them on "
+            f"(each boots its disk): kpc bmc power on {bmcs}; then kpc lab wait"
+            if plan.nodes
+            else "\nresumed: its supervisor (site router and BMCs) was gone and runs again; "
+            "every disk is as it was, and every server is powered off"
+        )
+    else:
+        next_steps = (
             "\nNext: kpc up; kpc bmc discover; kpc pxe-all --yes; kpc lab wait"
             if plan.nodes
             else ""
         )
+    c.err.print(
+        f"lab {plan.name!r} is up in {state.directory}; deploy host {plan.deploy_address} on "
+        f"{plan.host_site_link}, BMC network {plan.bmc_net} on {plan.host_bmc_link}." + next_steps
     )
     for live in plan.live_hosts:
         c.err.print(

@@ -153,6 +153,15 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19]) if len(fields) > 19 else None
 
 
+def process_argv(pid: int) -> str:
+    """``pid``'s command line, its arguments joined by spaces ("" if gone)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return ""
+    return " ".join(arg.decode(errors="replace") for arg in argv)
+
+
 def pids_naming(path: Path) -> list[int]:
     """Processes (other than this one) with ``path``, or a path under it, in their argv."""
     found: list[int] = []

@@ -35,7 +35,9 @@ class DownResult:
     problems: list[str] = field(default_factory=list)
 
 
-def _stop_pid(pid: int, start_time: int | None, what: str, result: DownResult) -> None:
+def stop_pid(pid: int, start_time: int | None, what: str, result: DownResult) -> None:
+    """SIGTERM ``pid`` while it is the process started at ``start_time`` (SIGKILL after
+    SUPERVISOR_STOP_TIMEOUT), reap it if it is ours; noted in ``result``."""
     now = netns.process_start_time(pid)
     if now is None or (start_time is not None and now != start_time):
         netns.reap_if_child(pid)
@@ -62,14 +64,14 @@ def _stop_supervisor(state: LabState, result: DownResult) -> None:
         start = rec.get("start_time")
         candidates.setdefault(int(str(rec["pid"])), int(str(start)) if start is not None else None)
     for pid, start in candidates.items():
-        _stop_pid(pid, start, "lab supervisor", result)
+        stop_pid(pid, start, "lab supervisor", result)
 
 
 def _stop_stragglers(directory: Path, result: DownResult) -> None:
     """Processes outside the namespaces that still name the lab's directory in their
     arguments: a supervisor that was never recorded, an ipmitool of a killed 'lab up'."""
     for pid in netns.pids_naming(directory):
-        _stop_pid(pid, netns.process_start_time(pid), "lab process", result)
+        stop_pid(pid, netns.process_start_time(pid), "lab process", result)
 
 
 def _remove_files(paths: LabPaths, result: DownResult) -> None:

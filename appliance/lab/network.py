@@ -34,6 +34,15 @@ def conflicts(plan: LabPlan) -> list[str]:
     return found
 
 
+def missing(plan: LabPlan) -> list[str]:
+    """What of ``plan``'s network is gone from this host (after a reboot, or by hand)."""
+    gone = [f"namespace {ns}" for ns in plan.namespaces if not netns.netns_exists(ns)]
+    gone += [f"link {link}" for link in plan.host_links if not netns.link_exists(link)]
+    if not netns.nft_table_exists("inet", plan.nft_table):
+        gone.append(f"nftables table inet {plan.nft_table}")
+    return gone
+
+
 def _host_link(plan: LabPlan, link: str, peer: str, bridge: str, cidr: str, record: Record) -> None:
     record(Resource("link", link))
     netns.veth_add(link, peer, None, plan.switch_ns)

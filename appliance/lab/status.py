@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.drivers import netns
+from appliance.lab import network
 from appliance.lab.layout import LabPaths
 from appliance.lab.plan import Server
 from appliance.lab.state import LabState, load_state
@@ -118,8 +119,7 @@ def _supervisor_pid(state: LabState) -> tuple[int | None, dict[str, int], tuple[
 
 def lab_status(state: LabState, machines: Mapping[str, Machine]) -> LabStatus:
     plan, paths = state.plan, LabPaths(state.directory)
-    missing = [f"namespace {ns}" for ns in plan.namespaces if not netns.netns_exists(ns)]
-    missing += [f"link {link}" for link in plan.host_links if not netns.link_exists(link)]
+    missing = network.missing(plan)
     password = paths.bmc_password if paths.bmc_password.is_file() else None
     servers = []
     for server in plan.servers:

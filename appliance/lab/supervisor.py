@@ -4,7 +4,9 @@
 starts the site router (dnsmasq and chrony in the router namespace) and one simulated BMC per server
 (in the BMC namespace), waits on them, restarts one that dies, and on SIGTERM stops the
 BMCs (which power their VMs off) and then the router. Every process stays a child of
-the one that started it, so nothing is left unreaped; its children get SIGTERM if it dies.
+the one that started it, so nothing is left unreaped; its children get SIGTERM if it dies
+(but dnsmasq, which changes its user, does not: ``kpc lab up`` stops it when it resumes
+the lab).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from appliance.errors import KpcError, ToolMissing, UsageError
 from appliance.keys import AuthorizedKey, parse_authorized_keys
 from appliance.lab import live as live_host
 from appliance.lab import network, render
+from appliance.lab.down import SUPERVISOR_STOP_TIMEOUT, DownResult, stop_pid
 from appliance.lab.layout import LabPaths
 from appliance.lab.nodeos import NodeOs, build_node_os
 from appliance.lab.osbuild import LabOs, build_lab_os
@@ -93,6 +94,7 @@ class UpResult:
     state: LabState
     config: Path
     already_up: bool = False
+    resumed: bool = False  # its supervisor was gone and runs again; every server is off
 
 
 def check_prerequisites(plan: LabPlan) -> None:
@@ -172,8 +174,9 @@ def _check_directory(directory: Path) -> None:
         )
 
 
-def _existing(state: LabState, plan: LabPlan, firmware: str) -> UpResult | None:
-    """An existing lab: the same one (already up), or a clear refusal."""
+def _existing(state: LabState, plan: LabPlan, firmware: str, progress: Progress) -> UpResult:
+    """An existing lab: the same one (already up), the same one with only its supervisor
+    gone (resumed), or a clear refusal."""
     where = state.directory
     if state.phase != "up":
         raise LabError(
@@ -187,18 +190,92 @@ def _existing(state: LabState, plan: LabPlan, firmware: str) -> UpResult | None:
             f"a different lab is already up in {where}: {have}",
             hint=f"'kpc lab down --dir {where}' first, or use another --dir and --name",
         )
-    broken = [f"namespace {ns}" for ns in plan.namespaces if not netns.netns_exists(ns)]
-    record_ = read_record(LabPaths(where)) or {}
+    gone = network.missing(plan)
+    paths = LabPaths(where)
+    record_ = read_record(paths) or {}
     pid, start = record_.get("pid"), record_.get("start_time")
-    if not isinstance(pid, int) or netns.process_start_time(pid) != start:
-        broken.append("its supervisor (site router and BMCs)")
-    if broken:
+    running = isinstance(pid, int) and netns.process_start_time(pid) == start
+    if gone:
+        supervisor = "" if running else "; its supervisor (site router and BMCs) is not running"
         raise LabError(
-            f"the lab in {where} is up but broken: {', '.join(broken)} not running or gone "
-            "(a reboot of this host, or processes killed by hand)",
-            hint=f"'kpc lab down --dir {where}', then kpc lab up again",
+            f"the lab in {where} is up but broken: gone from this host: {', '.join(gone)}"
+            f"{supervisor} (a reboot of this host, or removed by hand); kpc lab up resumes a "
+            "lab only when its namespaces, links and nftables table are all there",
+            hint=f"'kpc lab down --dir {where}' removes the lab and with it every server's disk "
+            f"({paths.servers}/*/disk.qcow2: copy one you need first), then kpc lab up again",
         )
-    return UpResult(state, state.config or LabPaths(where).config, already_up=True)
+    if not running:
+        return _resume(state, paths, progress)
+    return UpResult(state, state.config or paths.config, already_up=True)
+
+
+RESUME_WAIT = 30.0  # for a server's QEMU to go with its BMC (SIGTERM with the supervisor)
+
+
+def _leftovers(state: LabState, paths: LabPaths) -> list[int]:
+    """Processes of a dead supervisor: everything in the lab's own namespaces (QEMU, the
+    BMCs, the router), and the children it recorded that still name the lab's directory."""
+    pids = {pid for ns in state.plan.own_namespaces for pid in netns.netns_pids(ns)}
+    children = (read_record(paths) or {}).get("children")
+    if isinstance(children, dict):
+        recorded = {pid for pid in children.values() if isinstance(pid, int)}
+        pids |= recorded & set(netns.pids_naming(state.directory))
+    return sorted(pid for pid in pids if netns.process_start_time(pid) is not None)
+
+
+def _running_servers(state: LabState, paths: LabPaths) -> list[int]:
+    return [
+        pid for pid in _leftovers(state, paths) if netns.process_argv(pid).startswith("qemu-system")
+    ]
+
+
+def _stop_leftovers(state: LabState, paths: LabPaths, progress: Progress) -> None:
+    """Stop what the dead supervisor left (the site router's dnsmasq changes its user, so
+    it does not get its parent's death signal), but never a server that is still on."""
+    deadline = time.monotonic() + RESUME_WAIT
+    while (servers := _running_servers(state, paths)) and time.monotonic() < deadline:
+        for pid in servers:
+            netns.reap_if_child(pid)
+        time.sleep(0.2)
+    if servers:
+        listed = "; ".join(f"pid {pid}: {netns.process_argv(pid)[:80]}" for pid in servers)
+        raise LabError(
+            f"the lab in {state.directory} cannot be resumed: {len(servers)} of its servers "
+            f"still run without their BMC {RESUME_WAIT:.0f}s after its supervisor died "
+            f"({listed})",
+            hint="shut them down from inside, or kill their QEMU (a power cut: their disks "
+            "stay), then kpc lab up again",
+        )
+    children = (read_record(paths) or {}).get("children")
+    roles = {pid: role for role, pid in children.items()} if isinstance(children, dict) else {}
+    stopped = DownResult(found=True)
+    for pid in _leftovers(state, paths):
+        what = roles.get(pid) or Path(netns.process_argv(pid).split(" ")[0]).name
+        stop_pid(pid, netns.process_start_time(pid), str(what), stopped)
+    if stopped.stopped:
+        progress(f"stopped what the dead supervisor left: {', '.join(stopped.stopped)}")
+
+
+def _resume(state: LabState, paths: LabPaths, progress: Progress) -> UpResult:
+    """Start a lab's supervisor again (after a killed supervisor): its network is intact,
+    every disk stays as it is, every server stays off until an operator powers it on."""
+    check_prerequisites(state.plan)
+    progress(
+        f"the lab in {state.directory} is up but its supervisor is gone (killed?): starting "
+        "it again; every server's disk is kept"
+    )
+    _stop_leftovers(state, paths, progress)
+    paths.supervisor.unlink(missing_ok=True)  # the dead one's record
+    progress("site router and simulated BMCs: starting")
+    supervisor = _start_supervisor(state, paths)
+    try:
+        _wait_for_bmcs(state, paths, progress, removed=False)
+        if state.plan.etcd_members:
+            _wait_for_etcd(state.plan, paths, progress, removed=False)
+    except BaseException:
+        supervisor.stop(SUPERVISOR_STOP_TIMEOUT)  # so that the next kpc lab up resumes again
+        raise
+    return UpResult(state, state.config or paths.config, resumed=True)
 
 
 def _disk(path: Path, gib: int) -> Path:
@@ -285,7 +362,7 @@ def bmc_power_state(
     return words[-1] if result.returncode == 0 and words else None
 
 
-def _start_supervisor(state: LabState, paths: LabPaths) -> None:
+def _start_supervisor(state: LabState, paths: LabPaths) -> netns.Child:
     paths.logs.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "appliance", "lab", "supervise", "--dir", str(state.directory)]
     child = netns.spawn(
@@ -297,6 +374,7 @@ def _start_supervisor(state: LabState, paths: LabPaths) -> None:
             "process", "supervisor", pid=child.pid, start_time=netns.process_start_time(child.pid)
         ),
     )
+    return child
 
 
 def _log_tail(path: Path, lines: int = 6) -> str:
@@ -308,7 +386,16 @@ def _log_tail(path: Path, lines: int = 6) -> str:
     return "\n".join(f"    {line}" for line in tail) or "    (empty log)"
 
 
-def _wait_for_bmcs(state: LabState, paths: LabPaths, progress: Progress) -> None:
+REMOVED_HINT = "the lab was removed again; fix what the logs above say and rerun"
+KEPT_HINT = (
+    "the lab and its disks are kept and its supervisor stopped again; fix what the logs "
+    "above say and run kpc lab up again"
+)
+
+
+def _wait_for_bmcs(
+    state: LabState, paths: LabPaths, progress: Progress, *, removed: bool = True
+) -> None:
     deadline = time.monotonic() + BMC_READY_TIMEOUT
     waiting = list(state.plan.servers)
     while True:
@@ -337,7 +424,7 @@ def _wait_for_bmcs(state: LabState, paths: LabPaths, progress: Progress) -> None
                 f"{len(waiting)} simulated BMCs do not answer"
                 + (" (they keep exiting)" if gave_up else f" after {BMC_READY_TIMEOUT:.0f}s")
                 + f":\n{details}",
-                hint="the lab was removed again; fix what the logs above say and rerun",
+                hint=REMOVED_HINT if removed else KEPT_HINT,
             )
         time.sleep(0.5)
     kinds = sorted({s.bmc for s in state.plan.servers})
@@ -414,7 +501,9 @@ def _holder_image(plan: LabPlan) -> str:
     return image
 
 
-def _wait_for_etcd(plan: LabPlan, paths: LabPaths, progress: Progress) -> None:
+def _wait_for_etcd(
+    plan: LabPlan, paths: LabPaths, progress: Progress, *, removed: bool = True
+) -> None:
     """Until the lab's etcd cluster has a leader (a linearizable read needs one)."""
     from appliance.drivers.etcd import EtcdClient, EtcdError
 
@@ -439,7 +528,7 @@ def _wait_for_etcd(plan: LabPlan, paths: LabPaths, progress: Progress) -> None:
     raise LabError(
         f"the lab's etcd cluster has no leader after {ETCD_READY_TIMEOUT:.0f}s ({problem}):\n"
         + logs,
-        hint="the lab was removed again; fix what the logs above say and rerun",
+        hint=REMOVED_HINT if removed else KEPT_HINT,
     )
 
 
@@ -466,9 +555,7 @@ def lab_up(request: UpRequest, progress: Progress, tear_down: Callable[[Path], o
     directory = request.directory.absolute()
     existing = load_state(directory)
     if existing is not None:
-        result = _existing(existing, plan, request.firmware)
-        if result is not None:
-            return result
+        return _existing(existing, plan, request.firmware, progress)
     _check_directory(directory)
     longest = LabPaths(directory).server(plan.servers[-1]).qmp_socket
     if len(str(longest)) > MAX_SOCKET_PATH:

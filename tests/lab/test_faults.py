@@ -1,9 +1,11 @@
 """The lab's faults and bad input, with real namespaces, QEMU and simulated BMCs:
-idempotent 'lab up', clear refusals, a server that never checks in, and 'lab down'
-leaving nothing behind, also after 'kpc lab up' was killed."""
+idempotent 'lab up', clear refusals, a server that never checks in or is powered off while
+'lab wait' waits, 'lab up' resuming a lab whose supervisor was killed (disks kept), and
+'lab down' leaving nothing behind, also after 'kpc lab up' was killed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -28,7 +30,7 @@ from tests.lab.conftest import (
 pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.slow]
 
 
-def test_lab_up_is_idempotent_refuses_clashes_and_names_a_silent_server(
+def test_lab_up_is_idempotent_resumes_refuses_clashes_and_names_a_late_server(
     lab_dir: Path, subreaper: None
 ) -> None:
     first = kpc(up_args(lab_dir, 1, "bios"))
@@ -115,18 +117,45 @@ def test_lab_up_is_idempotent_refuses_clashes_and_names_a_silent_server(
     assert "server1: power off" in gave_up  # its BMC's log
     assert f"kpc bmc power on {BMC_NET}11" in gave_up
 
-    # the supervisor dies (its router and BMCs with it): 'lab up' says the lab is broken
-    supervisor = json.loads((lab_dir / "supervisor.json").read_text())["pid"]
-    os.kill(supervisor, signal.SIGKILL)
-    os.waitpid(supervisor, 0)
+    # the supervisor dies (its router and BMCs with it): 'lab up' starts it again, keeps the
+    # server's disk as it was, and leaves the server off
+    disk = lab_dir / "servers" / "server1" / "disk.qcow2"
+    before, content = disk.stat(), hashlib.sha256(disk.read_bytes()).hexdigest()
+    kill_supervisor(lab_dir)
+    resumed = kpc(up_args(lab_dir, 1, "bios"))
+    assert resumed.code == 0, resumed.output
+    assert "its supervisor is gone (killed?): starting it again" in resumed.output
+    assert "1 simulated BMCs answer" in resumed.output
+    assert "resumed: its supervisor" in resumed.output
+    assert f"kpc bmc power on {BMC_NET}11" in resumed.output
+    after = disk.stat()
+    assert (after.st_ino, after.st_size) == (before.st_ino, before.st_size)
+    assert hashlib.sha256(disk.read_bytes()).hexdigest() == content
+    assert "Chassis Power is off" in ipmi(lab_dir, BMC_NET + "11", "power", "status")
+    status = kpc(["lab", "status", "--dir", str(lab_dir)])
+    assert status.code == 0 and "ntp, router and 1 of 1 BMCs running" in status.output
+
+    # its BMC link is gone too: 'lab up' refuses, saying what is gone and what 'lab down' costs
+    subprocess.run(["ip", "link", "del", f"{NAME}ab1"], check=True)
+    kill_supervisor(lab_dir)
     broken = kpc(up_args(lab_dir, 1, "bios"))
-    assert broken.code != 0 and "is up but broken" in broken.output
-    assert "its supervisor" in broken.output
+    assert broken.code != 0 and "is up but broken: gone from this host: link " in broken.output
+    assert f"{NAME}ab1" in broken.output and f"{NAME}ab0" not in broken.output
+    assert "its supervisor (site router and BMCs) is not running" in broken.output
+    assert "removes the lab and with it every server's disk" in broken.output
+    assert disk.stat().st_ino == before.st_ino  # the refusal touched nothing
 
     down = kpc(["lab", "down", "--dir", str(lab_dir)])
     assert down.code == 0, down.output
     reap_children()
     assert leftovers(lab_dir) == []
+
+
+def kill_supervisor(lab_dir: Path) -> None:
+    """SIGKILL the lab's supervisor (a child of this test: 'kpc lab up' ran in-process)."""
+    supervisor = json.loads((lab_dir / "supervisor.json").read_text())["pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    os.waitpid(supervisor, 0)
 
 
 def test_lab_down_cleans_up_after_a_killed_lab_up(lab_dir: Path, subreaper: None) -> None:
