@@ -80,9 +80,21 @@ def _grouped(items: Sequence[tuple[str, str]]) -> list[str]:
     return [f"{', '.join(names)}: {text}" for text, names in hosts.items()]
 
 
+# exit codes of a run stopped from outside (128 + the signal): Ctrl-C, docker stop, kill -9
+STOPPED_BY = {130: "SIGINT", 143: "SIGTERM", 137: "SIGKILL"}
+
+
 def describe_failure(outcome: Outcome) -> tuple[str, str]:
     """What went wrong, in kolla's own words, and what to do. Pure."""
     head = f"kolla {outcome.step} failed (exit code {outcome.code})"
+    stopped = STOPPED_BY.get(outcome.code)
+    if stopped and not outcome.failures and not outcome.pulls:
+        return (
+            f"kolla {outcome.step} was stopped before it finished ({stopped}, exit code "
+            f"{outcome.code}): the deployer container was stopped or the run interrupted",
+            f"run 'kpc kolla {outcome.step}' again: kolla-ansible's tasks are idempotent and "
+            f"it goes on from what is already in place; full log: {outcome.log}",
+        )
     if outcome.pulls:
         lines = _grouped(
             [

@@ -103,3 +103,9 @@ def test_pull_failures_name_image_and_registry() -> None:
 def test_a_failure_without_failed_tasks_points_at_the_log() -> None:
     message, _ = describe_failure(Outcome("deploy", 1, Path("/l.log"), (), ()))
     assert message == "kolla deploy failed (exit code 1); the last lines of the log show why"
+
+
+def test_a_stopped_run_says_so_and_that_it_can_run_again() -> None:
+    message, hint = describe_failure(Outcome("deploy", 143, Path("/l.log"), (), ()))
+    assert message.startswith("kolla deploy was stopped before it finished (SIGTERM")
+    assert "run 'kpc kolla deploy' again" in hint and "/l.log" in hint
