@@ -370,7 +370,7 @@ def wait(
     """Wait until every lab server has this state in kpc's registry (default: ready). On
     timeout, name each late server with its power (as its BMC says), the end of its serial
     console and of its BMC's and QEMU's logs; give up early on a server powered off for
-    good."""
+    good, or when the lab's supervisor (its BMCs and router) is not running."""
     c = cli(ctx)
     try:
         want = MachineState(state_name)

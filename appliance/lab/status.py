@@ -248,15 +248,18 @@ def wait_for_state(
     power: Callable[[Server], str | None] | None = None,
     power_interval: float = POWER_CHECK_INTERVAL,
     off_grace: float = OFF_GRACE,
+    supervised: Callable[[], bool] | None = None,
 ) -> float:
     """Wait until every lab server is in state ``want``; the seconds it took.
 
     Every ``power_interval`` seconds it asks the BMC of each server not there yet for its
     power (``power``: the lab's BMCs by default). It gives up early, with LabError, when a
-    server has been off for ``off_grace`` seconds (``OffWatch``); on timeout, LabError
-    names each server that is not there (``server_report``).
+    server has been off for ``off_grace`` seconds (``OffWatch``) or the lab's supervisor is
+    not running (``supervised``: its record by default); on timeout, LabError names each
+    server that is not there (``server_report``).
     """
     ask = power or _bmc_power(state)
+    alive = supervised or (lambda: _supervisor_pid(state)[0] is not None)
     watch = OffWatch(off_grace)
     start = time.monotonic()
     next_check = start
@@ -276,6 +279,15 @@ def wait_for_state(
         off: list[Server] = []
         if not done and now >= next_check:
             next_check = now + power_interval
+            if not alive():
+                raise LabError(
+                    f"the lab's supervisor is not running: its simulated BMCs (which power "
+                    f"the servers off as they stop) and its site router are gone, so no "
+                    f"server in {state.directory} boots or checks in",
+                    hint="'kpc lab up' with the lab's arguments resumes it (every disk kept, "
+                    "every server off); then power the servers on (kpc bmc power on) and run "
+                    "kpc lab wait again",
+                )
             powers = {}
             for server in state.plan.nodes:
                 if states[server.name] == want.value:

@@ -122,6 +122,8 @@ def test_lab_up_is_idempotent_resumes_refuses_clashes_and_names_a_late_server(
     disk = lab_dir / "servers" / "server1" / "disk.qcow2"
     before, content = disk.stat(), hashlib.sha256(disk.read_bytes()).hexdigest()
     kill_supervisor(lab_dir)
+    stuck = kpc(["lab", "wait", "--dir", str(lab_dir), "--timeout", "600"])
+    assert stuck.code == 1 and "the lab's supervisor is not running" in stuck.output
     resumed = kpc(up_args(lab_dir, 1, "bios"))
     assert resumed.code == 0, resumed.output
     assert "its supervisor is gone (killed?): starting it again" in resumed.output

@@ -81,6 +81,7 @@ def _wait(
     power: Callable[[Server], str | None],
     timeout: float,
     progress: Callable[[WaitProgress], None] = lambda p: None,
+    supervised: bool = True,
 ) -> LabError:
     """wait_for_state without sleeping: BMCs asked every round, no grace; its error."""
     machines = {mac: Machine(mac=mac, state=st) for mac, st in registry.items()}
@@ -95,6 +96,7 @@ def _wait(
             power=power,
             power_interval=0,
             off_grace=0,
+            supervised=lambda: supervised,
         )
     return caught.value
 
@@ -153,3 +155,10 @@ def test_the_report_of_a_late_server_has_its_power_and_logs(lab: LabState) -> No
     silent = server_report(lab, lab.plan.nodes[1], "unknown", None)
     assert "does not answer" in silent and "(its serial log is empty)" in silent
     assert "BMC log" not in silent and "QEMU log" not in silent
+
+
+def test_wait_gives_up_at_once_when_the_labs_supervisor_is_gone(lab: LabState) -> None:
+    asked: list[Server] = []
+    error = _wait(lab, {}, lambda server: asked.append(server) or "on", 3600, supervised=False)
+    assert "the lab's supervisor is not running" in error.message
+    assert "resumes it" in (error.hint or "") and asked == []
