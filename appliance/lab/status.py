@@ -117,21 +117,28 @@ def _supervisor_pid(state: LabState) -> tuple[int | None, dict[str, int], tuple[
     return None, {}, ()
 
 
+def bmc_power(state: LabState) -> Callable[[Server], str | None]:
+    """A lab server's power as its BMC reports it (on/off; None: no answer, no password)."""
+    password = LabPaths(state.directory).bmc_password
+
+    def power(server: Server) -> str | None:
+        if not password.is_file():
+            return None
+        return bmc_power_state(str(server.bmc_address), BMC_USER, password, protocol=server.bmc)
+
+    return power
+
+
 def lab_status(state: LabState, machines: Mapping[str, Machine]) -> LabStatus:
     plan, paths = state.plan, LabPaths(state.directory)
     missing = network.missing(plan)
-    password = paths.bmc_password if paths.bmc_password.is_file() else None
+    power = bmc_power(state)
     servers = []
     for server in plan.servers:
-        power = (
-            bmc_power_state(str(server.bmc_address), BMC_USER, password, protocol=server.bmc)
-            if password
-            else None
-        )
         servers.append(
             ServerStatus(
                 server=server,
-                power=power or "?",
+                power=power(server) or "?",
                 machine=machines.get(server.mac),
                 serial=last_serial_line(paths.server(server).serial_log),
             )
@@ -226,17 +233,6 @@ def server_report(
     return "\n".join(out)
 
 
-def _bmc_power(state: LabState) -> Callable[[Server], str | None]:
-    password = LabPaths(state.directory).bmc_password
-
-    def power(server: Server) -> str | None:
-        if not password.is_file():
-            return None
-        return bmc_power_state(str(server.bmc_address), BMC_USER, password, protocol=server.bmc)
-
-    return power
-
-
 def wait_for_state(
     state: LabState,
     machines: Callable[[], Mapping[str, Machine]],
@@ -258,7 +254,7 @@ def wait_for_state(
     not running (``supervised``: its record by default); on timeout, LabError names each
     server that is not there (``server_report``).
     """
-    ask = power or _bmc_power(state)
+    ask = power or bmc_power(state)
     alive = supervised or (lambda: _supervisor_pid(state)[0] is not None)
     watch = OffWatch(off_grace)
     start = time.monotonic()
