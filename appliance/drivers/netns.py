@@ -144,12 +144,16 @@ def process_start_time(pid: int) -> int | None:
     """The start time of ``pid`` in clock ticks since boot (from /proc), None if gone.
 
     With the pid it identifies one process for sure: a recycled pid has another start time.
+    A zombie is gone too (it has exited; an init that does not reap it keeps its entry: a
+    killed lab supervisor was taken for a running one).
     """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[-1].split()
+    if not fields or fields[0] in ("Z", "X"):
+        return None
     return int(fields[19]) if len(fields) > 19 else None
 
 

@@ -3,17 +3,20 @@ an operator reads about each late server (its power, its BMC's and QEMU's logs).
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from appliance.drivers import netns
 from appliance.lab.layout import LabPaths
 from appliance.lab.plan import Server, make_plan
 from appliance.lab.state import LabState
 from appliance.lab.status import OffWatch, WaitProgress, server_report, wait_for_state
 from appliance.lab.up import LabError
 from appliance.state.model import Machine, MachineState
+from tests.conftest import wait_for
 
 
 def test_a_server_never_seen_on_and_never_booted_is_not_given_up() -> None:
@@ -162,3 +165,22 @@ def test_wait_gives_up_at_once_when_the_labs_supervisor_is_gone(lab: LabState) -
     error = _wait(lab, {}, lambda server: asked.append(server) or "on", 3600, supervised=False)
     assert "the lab's supervisor is not running" in error.message
     assert "resumes it" in (error.hint or "") and asked == []
+
+
+def test_a_zombie_process_counts_as_gone() -> None:
+    # a lab supervisor killed under an init that does not reap it stays a zombie: 'kpc lab
+    # up' must still see it gone (and resume the lab), not take it for a running one
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert netns.process_start_time(child.pid) is not None
+        child.kill()  # not reaped yet: a zombie until wait()
+
+        def zombie() -> bool:
+            stat = Path(f"/proc/{child.pid}/stat").read_text()
+            return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+        wait_for(zombie, 10, "the killed sleep to become a zombie")
+        assert netns.process_start_time(child.pid) is None
+    finally:
+        child.kill()
+        child.wait()
