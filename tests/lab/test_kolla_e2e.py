@@ -36,6 +36,7 @@ pytestmark = [
 ]
 
 MEMORY_MIB = 6144
+CPUS = 2  # TCG: a host thread each; the deploy waits on the node far more than on the host
 READY_TIMEOUT = 1800  # PXE install of the node OS and its first boot from disk, under TCG
 VIP_HOST = 250  # the lab's kolla_internal_vip_address: .250 of the site network
 
@@ -51,7 +52,8 @@ def _ok(args: list[str], config: Path | None = None) -> str:
 @pytest.mark.timeout(5400)
 def test_powered_off_server_to_a_keystone_token(lab_dir: Path) -> None:
     require_docker()
-    _ok([*up_args(lab_dir, 1, "bios", os_kind="node"), "--memory", str(MEMORY_MIB)])
+    lab = [*up_args(lab_dir, 1, "bios", os_kind="node"), "--memory", str(MEMORY_MIB)]
+    _ok([*lab, "--cpus", str(CPUS)])
     config = lab_dir / "kpc.yaml"
     build_kolla_deployer(config, "kolla_builder")
     _ok(["images", "build", "dnsmasq", "bootcfg", "registry"], config)
