@@ -9,6 +9,7 @@
 #  - first boot from disk: the config flatcar-install put in the OEM partition becomes
 #    /usr/lib/ignition/user.ign (a link to /run/kpc/user.ign, written at boot); after Ignition succeeds the first_boot flag on the EFI
 #    system partition is removed (GRUB passes flatcar.first_boot=detected while it exists).
+#  - a failed Ignition stage: the emergency hook prints Ignition's error lines on the console.
 
 check() {
     return 255
@@ -19,7 +20,7 @@ depends() {
 }
 
 install() {
-    inst_multiple mount umount mkdir rm cp cat modprobe blkid sleep
+    inst_multiple mount umount mkdir rm cp cat modprobe blkid sleep grep journalctl systemctl
     # replaces ignition-generator (30ignition installed it first)
     rm -f "$initdir$systemdutildir/system-generators/ignition-generator"
     inst_script "$moddir/kpc-generator" "$systemdutildir/system-generators/ignition-generator"
@@ -38,6 +39,7 @@ install() {
     ln -sfn /run/kpc/user.ign "$initdir/usr/lib/ignition/user.ign"
     inst_simple "$moddir/kpc-journald-console.conf" /etc/systemd/journald.conf.d/kpc-console.conf
     inst_hook cmdline 90 "$moddir/parse-kpc-live.sh"
+    inst_hook emergency 50 "$moddir/kpc-ignition-failed.sh"
     hostonly='' instmods squashfs overlay loop vfat nls_cp437 nls_ascii nls_utf8 ext4 \
         virtio_blk virtio_net virtio_pci virtio_scsi virtio_rng
 }

@@ -1,0 +1,24 @@
+#!/bin/sh
+# kpc node OS: a dracut emergency hook (sourced by dracut-emergency before the emergency
+# shell). When an Ignition stage failed, it prints Ignition's own errors on the console, the
+# way Flatcar's bootengine prints Ignition's log there (its 99emergency-timeout hook).
+# Ignition runs with --log-to-stdout, so its lines ("CRITICAL : Ignition failed: ...") reach
+# the journal at info level, which journald's console forwarding (errors only) leaves out.
+# Only Ignition's error lines are printed, not its whole log: a failed stage also dumps the
+# whole config to the journal, and the config can hold a secret (bootcfg's token).
+
+kpc_ignition_errors() {
+    _kpc_failed=""
+    for _kpc_stage in fetch-offline fetch kargs disks mount files; do
+        if systemctl is-failed --quiet "ignition-$_kpc_stage.service"; then
+            _kpc_failed="$_kpc_failed ignition-$_kpc_stage.service"
+        fi
+    done
+    [ -n "$_kpc_failed" ] || return 0
+    echo "kpc: Ignition stopped this boot (failed:$_kpc_failed); Ignition's errors:"
+    journalctl -t ignition --no-pager -o cat | grep -E '^(EMERGENCY|ALERT|CRITICAL|ERROR) *: ' \
+        || echo "(Ignition logged no error line)"
+    echo "kpc: fix the config this machine was served (ignition-validate checks its form), then boot it again"
+}
+
+kpc_ignition_errors > "${KPC_CONSOLE:-/dev/console}" 2>&1
