@@ -40,26 +40,42 @@ CONFIG = {
         ]
     },
 }
-# The journal of ignition-files.service as Debian's Ignition 2.14 (--log-to-stdout) wrote it
-# for a file whose hash does not match (run by hand on the node OS's initramfs, 2026-11-29):
-# its log lines, then, on stderr, the stage's name and the whole config.
 OP = "files: createFilesystemsFiles: createFiles: op(1):"
-JOURNAL = "\n".join(
-    [
-        "INFO     : Ignition Debian 2.14.0+ds1-1+b19",
-        "INFO     : Stage: files",
-        'INFO     : no config dir at "/usr/lib/ignition/base.d"',
-        f'INFO     : {OP} [started]  writing file "/sysroot/etc/kpc-fault"',
+INFO, WARNING, CRIT = 6, 4, 2  # syslog priorities (RFC 5424)
+# The journal of ignition-files.service as Debian's Ignition 2.14 (--log-to-stdout, so all at
+# info) wrote it for a file whose hash does not match (its files stage run by hand in the
+# node OS's initramfs, 2026-11-29): its log lines, then, on stderr, the stage and the config.
+FILES_JOURNAL = [
+    (INFO, "INFO     : Ignition Debian 2.14.0+ds1-1+b19"),
+    (INFO, "INFO     : Stage: files"),
+    (INFO, 'INFO     : no config dir at "/usr/lib/ignition/base.d"'),
+    (INFO, f'INFO     : {OP} [started]  writing file "/sysroot/etc/kpc-fault"'),
+    (
+        INFO,
         f'CRITICAL : {OP} Error fetching file "/sysroot/etc/kpc-fault": ' + WHY.split(": ", 1)[1],
-        "files failed",
-        "Full config:",
-        json.dumps(CONFIG, indent=2),
-        f"CRITICAL : {FAILED}",
-    ]
-)
+    ),
+    (INFO, "files failed"),
+    (INFO, "Full config:"),
+    *((INFO, line) for line in json.dumps(CONFIG, indent=2).splitlines()),
+    (INFO, f"CRITICAL : {FAILED}"),
+]
+# The fetch stage logs to syslog (Debian's unit has no --log-to-stdout): its priority says
+# the level, and the message has no level word. What it logged for a config URL it could not
+# reach (run by hand with --fetch-timeout=20s; the URL here is a lab one), after the earlier
+# stage's lines.
+URL = "http://198.18.22.2:8089/ignition?mac=52-54-00-c6-12-02"
+FETCH_JOURNAL = [
+    (INFO, "Stage: fetch-offline"),
+    (INFO, "Stage: fetch"),
+    (INFO, f"GET {URL}: attempt #8"),
+    (INFO, f'GET error: Get "{URL}": dial tcp 198.18.22.2:8089: connect: network is unreachable'),
+    (WARNING, "failed to fetch config: unable to fetch resource in time"),
+    (CRIT, "failed to acquire config: unable to fetch resource in time"),
+    (CRIT, "Ignition failed: unable to fetch resource in time"),
+]
 
 
-def _run_hook(tmp_path: Path, failed: str, journal: str) -> str:
+def _run_hook(tmp_path: Path, failed: str, journal: list[tuple[int, str]]) -> str:
     """Source the hook as dracut-emergency does; its console output."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -67,10 +83,15 @@ def _run_hook(tmp_path: Path, failed: str, journal: str) -> str:
     (bin_dir / "systemctl").write_text(
         f'#!/bin/sh\n[ "$1" = is-failed ] && [ "$3" = "{failed}" ]\n'
     )
-    (tmp_path / "journal").write_text(journal + "\n")
+    # journalctl -t ignition --no-pager -o cat [-p err]: the messages (of priority err or
+    # worse with -p err)
+    (tmp_path / "journal").write_text("".join(f"{p}\t{m}\n" for p, m in journal))
     (bin_dir / "journalctl").write_text(
-        '#!/bin/sh\n[ "$*" = "-t ignition --no-pager -o cat" ] || exit 2\n'
-        f"cat {tmp_path / 'journal'}\n"
+        '#!/bin/sh\ncase "$*" in\n'
+        '"-t ignition --no-pager -o cat") worst=7 ;;\n'
+        '"-t ignition --no-pager -o cat -p err") worst=3 ;;\n'
+        "*) exit 2 ;;\nesac\n"
+        f"awk -F '\\t' -v worst=$worst '$1 <= worst {{ print $2 }}' {tmp_path / 'journal'}\n"
     )
     for tool in ("systemctl", "journalctl"):
         (bin_dir / tool).chmod(0o755)
@@ -83,7 +104,7 @@ def _run_hook(tmp_path: Path, failed: str, journal: str) -> str:
 def test_a_failed_stage_puts_ignitions_errors_on_the_console_without_the_config(
     tmp_path: Path,
 ) -> None:
-    out = _run_hook(tmp_path, "ignition-files.service", JOURNAL)
+    out = _run_hook(tmp_path, "ignition-files.service", FILES_JOURNAL)
     lines = out.splitlines()
     assert lines[0] == (
         "kpc: Ignition stopped this boot (failed: ignition-files.service); Ignition's errors:"
@@ -110,15 +131,28 @@ def test_a_failed_stage_puts_ignitions_errors_on_the_console_without_the_config(
 
 def test_no_failed_stage_prints_nothing(tmp_path: Path) -> None:
     # the emergency shell for another reason (a root that never came): not Ignition's
-    assert _run_hook(tmp_path, "none.service", JOURNAL) == ""
+    assert _run_hook(tmp_path, "none.service", FILES_JOURNAL) == ""
 
 
 def test_a_failed_stage_without_an_error_line_says_so(tmp_path: Path) -> None:
-    out = _run_hook(tmp_path, "ignition-fetch.service", "INFO     : Stage: fetch")
+    out = _run_hook(tmp_path, "ignition-fetch.service", [(INFO, "INFO     : Stage: fetch")])
     assert out.splitlines()[:2] == [
         "kpc: Ignition stopped this boot (failed: ignition-fetch.service); Ignition's errors:",
         "(Ignition logged no error line)",
     ]
+
+
+def test_a_failed_syslog_stage_prints_its_errors_by_priority(tmp_path: Path) -> None:
+    out = _run_hook(tmp_path, "ignition-fetch.service", FETCH_JOURNAL)
+    assert out.splitlines()[:4] == [
+        "kpc: Ignition stopped this boot (failed: ignition-fetch.service); Ignition's errors:",
+        "failed to acquire config: unable to fetch resource in time",
+        "Ignition failed: unable to fetch resource in time",
+        "kpc: fix the config this machine was served (ignition-validate checks its form) or "
+        "its config server, then boot it again",
+    ]
+    summary = console_summary(out.splitlines())
+    assert summary == "Ignition failed: unable to fetch resource in time" and is_problem(summary)
 
 
 def test_the_module_installs_the_hook_and_its_tools() -> None:

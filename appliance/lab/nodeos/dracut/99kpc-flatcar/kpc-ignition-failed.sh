@@ -2,8 +2,9 @@
 # kpc node OS: a dracut emergency hook (sourced by dracut-emergency before the emergency
 # shell). When an Ignition stage failed, it prints Ignition's own errors on the console, the
 # way Flatcar's bootengine prints Ignition's log there (its 99emergency-timeout hook).
-# Ignition runs with --log-to-stdout, so its lines ("CRITICAL : Ignition failed: ...") reach
-# the journal at info level, which journald's console forwarding (errors only) leaves out.
+# Debian's units run the mount and files stages with --log-to-stdout: their lines
+# ("CRITICAL : Ignition failed: ...") reach the journal at info level, which journald's
+# console forwarding (errors only) leaves out. The other stages log to syslog, by priority.
 # Only Ignition's error lines are printed, not its whole log: a failed stage also dumps the
 # whole config to the journal, and the config can hold a secret (bootcfg's token).
 
@@ -15,10 +16,18 @@ kpc_ignition_errors() {
         fi
     done
     [ -n "$_kpc_failed" ] || return 0
+    # syslog stages run first (fetch-offline, fetch, kargs, disks), stdout stages last
+    _kpc_errors=$(
+        journalctl -t ignition --no-pager -o cat -p err
+        journalctl -t ignition --no-pager -o cat | grep -E '^(EMERGENCY|ALERT|CRITICAL|ERROR) *: '
+    )
     echo "kpc: Ignition stopped this boot (failed:$_kpc_failed); Ignition's errors:"
-    journalctl -t ignition --no-pager -o cat | grep -E '^(EMERGENCY|ALERT|CRITICAL|ERROR) *: ' \
-        || echo "(Ignition logged no error line)"
-    echo "kpc: fix the config this machine was served (ignition-validate checks its form), then boot it again"
+    if [ -n "$_kpc_errors" ]; then
+        printf '%s\n' "$_kpc_errors"
+    else
+        echo "(Ignition logged no error line)"
+    fi
+    echo "kpc: fix the config this machine was served (ignition-validate checks its form) or its config server, then boot it again"
 }
 
 kpc_ignition_errors > "${KPC_CONSOLE:-/dev/console}" 2>&1
