@@ -8,23 +8,25 @@
 - a server that never checks in: 'kpc lab wait' names it with the end of its serial log.
 
 Each fault is set up the way an operator could meet it, in the lab's bootcfg data
-directory (matchbox's layout): a group per server MAC, one pointing the unchanged install
-profile and template at an asset base whose signature is another file's, one serving a
-raw Ignition config Ignition cannot apply. Two BIOS servers boot at once.
+directory (matchbox's layout): a group for the server's MAC, pointing the unchanged install
+profile and template at an asset base whose signature is another file's, or serving a raw
+Ignition config Ignition cannot apply. Each test boots one BIOS server.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import require_docker, wait_for
 from tests.lab.conftest import kpc, nodes_by_mac, ok, up_args
 
-# 'full' (scripts/test --full), not CI: two node OS PXE boots under TCG cost minutes (the
+# 'full' (scripts/test --full), not CI: a node OS PXE boot under TCG costs minutes (the
 # unsigned image is downloaded whole, 237 MB, before its signature is checked)
 pytestmark = [
     pytest.mark.root,
@@ -36,14 +38,19 @@ pytestmark = [
 ]
 
 MEMORY_MIB = 1536  # a live node OS only: the PXE root in RAM, no Docker work
+Server = dict[str, Any]  # a server of lab.json's plan, with its name
 CONSOLE_TIMEOUT = 1800  # seconds: PXE of a 230 MB initramfs and a 237 MB download, under TCG
 BAD_HASH = "sha512-" + "0" * 128
+FAULT_FILE = "/sysroot/etc/kpc-fault"  # as Ignition names it: under its --root
+FAILED_FILE = (
+    f'failed to create files: error creating {FAULT_FILE}: failed to create file "{FAULT_FILE}"'
+)
 REJECTED = {
     "ignition": {"version": "3.3.0"},
     "storage": {
         "files": [
             {
-                "path": "/etc/kpc-fault",
+                "path": FAULT_FILE.removeprefix("/sysroot"),
                 "mode": 420,
                 "contents": {"source": "data:,hello", "verification": {"hash": BAD_HASH}},
             }
@@ -57,9 +64,13 @@ def _write(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _plant_faults(lab_dir: Path, unsigned_mac: str, rejected_mac: str) -> None:
+def _install_profile(lab_dir: Path) -> dict[str, Any]:
+    return dict(json.loads((lab_dir / "bootcfg" / "profiles" / "install.json").read_text()))
+
+
+def _plant_unsigned(lab_dir: Path, mac: str) -> None:
     data = lab_dir / "bootcfg"
-    install = json.loads((data / "profiles" / "install.json").read_text())
+    install = _install_profile(lab_dir)
     version = install["boot"]["kernel"].split("/")[3]  # /assets/flatcar/VERSION/...
     release = data / "assets" / "flatcar" / version
     unsigned = data / "assets" / "unsigned" / version
@@ -77,18 +88,22 @@ def _plant_faults(lab_dir: Path, unsigned_mac: str, rejected_mac: str) -> None:
         {
             "id": "fault-unsigned",
             "profile": "install",
-            "selector": {"mac": unsigned_mac},
+            "selector": {"mac": mac},
             "metadata": {"os_install_base": base},
         },
     )
+
+
+def _plant_rejected(lab_dir: Path, mac: str) -> None:
+    data = lab_dir / "bootcfg"
     _write(data / "ignition" / "rejected.ign", REJECTED)
     _write(
         data / "profiles" / "install-rejected.json",
-        {**install, "id": "install-rejected", "ignition_id": "rejected.ign"},
+        {**_install_profile(lab_dir), "id": "install-rejected", "ignition_id": "rejected.ign"},
     )
     _write(
         data / "groups" / "fault-rejected.json",
-        {"id": "fault-rejected", "profile": "install-rejected", "selector": {"mac": rejected_mac}},
+        {"id": "fault-rejected", "profile": "install-rejected", "selector": {"mac": mac}},
     )
 
 
@@ -104,65 +119,82 @@ def _console(lab_dir: Path, server: str) -> str:
     return path.read_text(errors="replace") if path.is_file() else ""
 
 
-def test_unsigned_image_and_rejected_config_stop_with_their_reason(lab_dir: Path) -> None:
+def _boot_one_server(lab_dir: Path, plant: Callable[[Path, str], None]) -> tuple[Path, Server]:
+    """A one-server node OS lab with its fault planted, PXE-booted; its config and server."""
     require_docker()
-    up = kpc([*up_args(lab_dir, 2, "bios", os_kind="node"), "--memory", str(MEMORY_MIB)])
+    up = kpc([*up_args(lab_dir, 1, "bios", os_kind="node"), "--memory", str(MEMORY_MIB)])
     assert up.code == 0, up.output
     config = lab_dir / "kpc.yaml"
-    servers = json.loads((lab_dir / "lab.json").read_text())["plan"]["servers"]
-    for server in servers:
-        server["name"] = f"server{server['index']}"
-    unsigned, rejected = servers[0], servers[1]
-    _plant_faults(lab_dir, unsigned["mac"], rejected["mac"])
-
+    (server,) = json.loads((lab_dir / "lab.json").read_text())["plan"]["servers"]
+    server["name"] = f"server{server['index']}"
+    plant(lab_dir, server["mac"])
     ok(["images", "build", "dnsmasq", "bootcfg", "registry"], config)
     ok(["up"], config)
-    ok(["bootcfg", "check"], config)  # the planted groups, profile and config all load
+    ok(["bootcfg", "check"], config)  # the planted group, profile and config all load
     ok(["bmc", "discover"], config)
     ok(["pxe-all", "--yes"], config)
+    return config, server
 
+
+def _wait_console(lab_dir: Path, server: Server, text: str, what: str) -> None:
     wait_for(
-        lambda: "kpc-install: FAILED" in _console(lab_dir, unsigned["name"]),
+        lambda: text in _console(lab_dir, server["name"]),
         CONSOLE_TIMEOUT,
-        f"kpc-install to fail on {unsigned['name']}",
-        interval=5,
-    )
-    wait_for(
-        lambda: "Failed to start ignition-" in _console(lab_dir, rejected["name"]),
-        CONSOLE_TIMEOUT,
-        f"Ignition to fail on {rejected['name']}",
+        f"{what} on {server['name']}",
         interval=5,
     )
 
+
+def _status_line(lab_dir: Path, config: Path, server: Server) -> dict[str, object]:
+    shown = ok(["lab", "status", "--dir", str(lab_dir), "--json"], config)
+    lines = {s["name"]: s for s in json.loads(shown[shown.index("{") :])["servers"]}
+    line = lines[server["name"]]
+    assert line["problem"] and line["power"] == "on", line  # it stays up
+    return dict(line)
+
+
+def _never_installed_and_named_by_lab_wait(
+    lab_dir: Path, config: Path, server: Server, why: str
+) -> None:
+    node = nodes_by_mac(config)[server["mac"]]  # the next PXE boot installs again
+    assert node["boot"] == "install" and node["state"] not in ("installed", "ready"), node
+    # (c) it never checks in: 'kpc lab wait' names it, with the console line that says why
+    late = kpc(["lab", "wait", "--dir", str(lab_dir), "--timeout", "5"], config)
+    assert late.code == 1, late.output
+    assert "1 of 1 lab servers are not ready" in late.output, late.output
+    assert f"{server['name']} ({server['mac']}, bios) is " in late.output
+    assert f"its console said: {why}" in late.output, late.output
+    assert f"the end of its serial log {lab_dir / 'servers' / server['name']}" in late.output
+
+
+def test_unsigned_image_stops_the_install_with_its_reason(lab_dir: Path) -> None:
+    config, server = _boot_one_server(lab_dir, _plant_unsigned)
+    _wait_console(lab_dir, server, "kpc-install: FAILED", "kpc-install to fail")
     # (a) why, on the console: flatcar-install's refusal, then kpc-install's stop
-    text = _console(lab_dir, unsigned["name"])
+    text = _console(lab_dir, server["name"])
     assert "the signature does not verify with the image signing key; nothing was written" in (text)
     assert "kpc-install: FAILED: flatcar-install failed on /dev/vda: error: " in text
     assert "this machine stays up" in text
-    shown = ok(["lab", "status", "--dir", str(lab_dir), "--json"], config)
-    lines = {s["name"]: s for s in json.loads(shown[shown.index("{") :])["servers"]}
-    refused = lines[unsigned["name"]]["console"]  # the why, in the status line itself
-    assert refused.startswith("kpc-install: FAILED: flatcar-install failed"), lines
+    refused = str(_status_line(lab_dir, config, server)["console"])  # the why, in the status
+    assert refused.startswith("kpc-install: FAILED: flatcar-install failed"), refused
     assert refused.endswith("does not verify with the image signing key; nothing was written")
-    assert lines[rejected["name"]]["console"].startswith(
-        ("Ignition failed:", "Failed to start ignition-files")
-    ), lines
-    assert all(s["problem"] for s in lines.values()), lines
-    assert {s["power"] for s in lines.values()} == {"on"}, lines  # both stay up
+    _never_installed_and_named_by_lab_wait(lab_dir, config, server, "kpc-install: FAILED")
 
-    nodes = nodes_by_mac(config)
-    for server in servers:  # neither is installed: the next PXE boot installs again
-        node = nodes[server["mac"]]
-        assert node["boot"] == "install" and node["state"] not in ("installed", "ready"), node
 
-    # (c) neither checks in: 'kpc lab wait' names both, with the end of each serial log
-    late = kpc(["lab", "wait", "--dir", str(lab_dir), "--timeout", "5"], config)
-    assert late.code == 1, late.output
-    assert "2 of 2 lab servers are not ready" in late.output, late.output
-    for server in servers:
-        assert f"{server['name']} ({server['mac']}, bios) is " in late.output
-    assert "kpc-install: FAILED" in late.output and "ignition-files" in late.output
-
-    # (b) Ignition's own message ("Ignition failed: ...") is NOT on the console yet: on
-    # 2026-11-29 the console showed systemd's failed stage and the emergency shell only;
-    # what the console and 'kpc lab status' do show is asserted above (issue #12, open)
+def test_config_ignition_rejects_shows_ignitions_own_error(lab_dir: Path) -> None:
+    config, server = _boot_one_server(lab_dir, _plant_rejected)
+    _wait_console(lab_dir, server, "Failed to start ignition-", "Ignition to fail")
+    # the emergency shell's banner comes after the node OS's emergency hook
+    _wait_console(lab_dir, server, "Entering emergency mode", "the emergency shell")
+    # (b) Ignition's own error on the console: its error lines, not its whole log
+    text = _console(lab_dir, server["name"])
+    assert "kpc: Ignition stopped this boot (failed: ignition-files.service)" in text, text[-3000:]
+    assert f'writing file "{FAULT_FILE}": hash verification failed (calculated ' in text
+    assert f"CRITICAL : Ignition failed: failed to create files: {FAILED_FILE}" in text
+    assert "Full config" not in text
+    why = str(_status_line(lab_dir, config, server)["console"])  # Ignition's, in the status
+    assert why.startswith(f"Ignition failed: failed to create files: {FAILED_FILE}"), why
+    assert why.endswith(f"but expected {BAD_HASH.split('-', 1)[1]})"), why
+    _never_installed_and_named_by_lab_wait(
+        lab_dir, config, server, "Ignition failed: failed to create files"
+    )
