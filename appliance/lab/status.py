@@ -61,8 +61,8 @@ def serial_tail(path: Path, lines: int = 15) -> list[str]:
 
 
 # What the servers' consoles say that an operator must see first: a failed Ignition run (the
-# node OS's initramfs forwards errors to the console; when Ignition's own line does not come,
-# systemd's line for the failed Ignition stage does), a failed install; then kpc's own lines.
+# node OS's emergency hook prints Ignition's error lines, "Ignition failed: ..." last, after
+# systemd's line for the failed Ignition stage), a failed install; then kpc's own lines.
 _PROBLEMS = (
     "Ignition failed:",
     "Failed to start ignition-",
