@@ -171,7 +171,8 @@ def keep_artifacts(directory: Path, test_name: str) -> Path | None:
     target = ARTIFACTS / test_name
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    for path in [*directory.glob("servers/*/*.log"), *directory.glob("logs/*")]:
+    logs = [p for p in directory.glob("logs/**/*") if p.is_file()]  # logs/kolla/ too
+    for path in [*directory.glob("servers/*/*.log"), *logs]:
         rel = path.relative_to(directory)
         (target / rel.parent).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target / rel)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import GaveUp, require_docker, wait_for
-from tests.lab.conftest import build_kolla_deployer, kpc, up_args
+from tests.lab.conftest import SITE_NET, build_kolla_deployer, kpc, up_args
 
 pytestmark = [
     pytest.mark.root,
@@ -48,7 +48,9 @@ PROBE = (
     " echo python=$(python3 -c 'import sys; print(sys.version_info[0])');"
     " echo os=$(. /etc/os-release; echo $ID-$VERSION_ID);"
     " echo firstboot=$(grep -c flatcar.first_boot=detected /proc/cmdline);"
-    " echo flag=$(sudo ls /boot/flatcar | grep -c first_boot)"  # the ESP, automounted
+    " echo flag=$(sudo ls /boot/flatcar | grep -c first_boot);"  # the ESP, automounted
+    # as the login user, as kolla's loadbalancer precheck pings the VIP (the lab's router)
+    f" echo ping=$(ping -c 1 -W 10 {SITE_NET}1 >/dev/null 2>&1 && echo ok || echo failed)"
 )
 
 
@@ -86,7 +88,7 @@ def _exec_once_ssh_answers(mac: str, config: Path) -> str:
 def _values(output: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for line in output.splitlines():
-        for word in ("result", "keys", "checkin", "reported", "docker", "daemon", "python"):
+        for word in ("result", "keys", "checkin", "reported", "docker", "daemon", "python", "ping"):
             marker = f"{word}="
             if marker in line:
                 found[word] = line.split(marker, 1)[1].strip()
@@ -140,6 +142,7 @@ def test_node_os_runs_kpcs_real_ignition_in_the_lab(lab_dir: Path) -> None:
         assert got["docker"] == "active", got
         assert "insecure-registries" in got["daemon"], got
         assert got["python"] == "3", got
+        assert got["ping"] == "ok", got  # unprivileged ICMP, as on Flatcar
         assert got["os"] == f"flatcar-{node_os_version}", got
         # this is the first boot from disk (Ignition ran in its initramfs), and the ESP's
         # first-boot flag is gone: the next boot will not run Ignition again

@@ -56,6 +56,7 @@ install -m 0644 "$files/sshd-kpc.conf" "$root/etc/ssh/sshd_config.d/50-kpc.conf"
 install -m 0440 "$files/sudoers-kpc" "$root/etc/sudoers.d/kpc"
 install -m 0644 "$files/kpc-sshd-keygen.service" "$root/etc/systemd/system/"
 install -m 0644 "$files/dracut-kpc.conf" "$root/etc/dracut.conf.d/50-kpc.conf"
+install -m 0644 "$files/50-kpc-ping.conf" "$root/usr/lib/sysctl.d/50-kpc-ping.conf"
 # No SELinux here, but Debian builds Ignition to relabel what it writes (with setfiles, from
 # policycoreutils): a policy configuration whose file contexts label nothing.
 mkdir -p "$root/etc/selinux/kpc-none/contexts/files"
