@@ -22,6 +22,7 @@ FLATCAR_PLAYBOOK = f"{KPC_DIR}/flatcar-prepare.yml"
 WHEELS = "/opt/kpc/wheels"  # built into the image (containers/kolla_deployer)
 PASSWORDS_TEMPLATE = "/opt/kolla/share/kolla-ansible/etc_examples/kolla/passwords.yml"
 MULTINODE = "/opt/kolla/share/kolla-ansible/ansible/inventory/multinode"
+DESTROY_LIMIT = "all:!localhost"  # the nodes: never the deployer container itself
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,11 @@ def kolla_argv(step: str, extra: Sequence[str] = (), *, sysext_url: str = "") ->
     if spec.destructive:
         # kpc asked the operator already (or was given --yes).
         argv.append("--yes-i-really-really-mean-it")
+    if step == "destroy":
+        # kolla's destroy play runs on every inventory host, the deployment group's
+        # localhost too: here that is the deployer container, which has no Docker and no
+        # Kolla containers (kolla failed it, and with it the whole run)
+        argv += ["--limit", DESTROY_LIMIT]
     return [*argv, *extra]
 
 
