@@ -199,12 +199,14 @@ def lab_dir(
     directory = tmp_path_factory.mktemp("lab") / NAME
     yield directory
     failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
-        kept = keep_artifacts(directory, request.node.name)
-        if kept:
-            print(f"lab logs kept in {kept}")
-    if (directory / "lab.json").exists():
-        kpc(["lab", "down", "--dir", str(directory)])
+    try:
+        if failed is not None and failed.failed:
+            kept = keep_artifacts(directory, request.node.name)
+            if kept:
+                print(f"lab logs kept in {kept}")
+    finally:  # a lab left up blocks the next run's lab of the same name
+        if (directory / "lab.json").exists():
+            kpc(["lab", "down", "--dir", str(directory)])
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
