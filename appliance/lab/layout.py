@@ -109,6 +109,12 @@ class LabPaths:
     def server(self, server: Server) -> ServerPaths:
         return ServerPaths(self.servers / server.name)
 
+    @property
+    def kolla(self) -> Path:
+        """The lab's Kolla configuration (globals, inventory, passwords, openrc), which
+        ``kpc kolla genconfig`` and ``post-deploy`` write: the lab's, so lab down removes it."""
+        return self.directory / "kolla"
+
     def owned(self) -> list[Path]:
         """Everything ``kpc lab up`` may create in the directory (``kpc lab down`` removes
         exactly these, then the directory if it is empty)."""
@@ -128,5 +134,6 @@ class LabPaths:
             "kpc-2.yaml",
             "host2",
             "etcd",
+            "kolla",
         ]
         return [self.directory / name for name in names]

@@ -219,7 +219,7 @@ def site_config(
             if len(plan.nodes) > 1
             else {"first": 1, "first_groups": ["control", "network", "compute", "monitoring"]},
             # the lab's own kolla config (globals, inventory, passwords), not the host's
-            "config_dir": str(directory / "kolla"),
+            "config_dir": str(LabPaths(directory).kolla),
             # keepalived's haproxy check runs every 2 s and needs 10 passes in a row: a TCG
             # server cannot answer that fast, so the VIP never came up (one server: nothing
             # to fail over to anyway)

@@ -12,6 +12,7 @@ import pytest
 
 from appliance.errors import ConfigError, UsageError
 from appliance.lab import osimage, render
+from appliance.lab.layout import LabPaths
 from appliance.lab.plan import LAB_RANGE, LabPlan, make_plan, plan_from_dict, plan_to_dict
 from appliance.lab.vmspec import VmSpec, load_spec, qemu_argv, spec_to_json
 from tests.conftest import require_root, require_tool
@@ -289,3 +290,9 @@ def test_console_summary_puts_failures_first() -> None:
     summary = console_summary(stage)
     assert summary == "Failed to start ignition-files.service - Ignition (files)."
     assert is_problem(summary)
+
+
+def test_lab_down_removes_the_labs_kolla_config(tmp_path: Path) -> None:
+    # genconfig and post-deploy write passwords.yml and the openrc there: the lab's own
+    paths = LabPaths(tmp_path)
+    assert paths.kolla in paths.owned()
