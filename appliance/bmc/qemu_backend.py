@@ -3,7 +3,11 @@
 - power on: start QEMU as a child of this process, inside the switch namespace where the
   VM's tap device lives (``ip netns exec``); a UEFI VM gets a fresh copy of OVMF's
   variable store at every power on (a stale one made OVMF try PXEv6/HTTP and never boot);
-- power off: QMP ``quit`` (kill if QEMU does not go), power state: is QEMU running;
+- power off: QMP ``quit`` (kill if QEMU does not go), power state: is QEMU running, or
+  is the machine between two processes of a reset (on, as a real BMC says during a
+  reset). It never waits for the lock: a power query must answer at once while a power
+  on or a reset waits seconds for a new QEMU's monitor (a lab wait's query timed out
+  behind one, in CI);
 - reset, the BMC's or the guest's own reboot: a new QEMU process, with the same disk, media
   and UEFI variables. QEMU runs with ``-action reboot=shutdown``; a thread per process
   reads the ``SHUTDOWN`` event on a second monitor (``vmspec.events_socket``) and starts
@@ -76,6 +80,7 @@ class QemuBackend:
         self._lock = threading.RLock()
         self._boot_device: BootDevice = "default"
         self._persistent = False
+        self._resetting = False  # between a reset's SHUTDOWN and its next process
         # the ISO in the CD drive: one left there stays in (a restarted BMC, or the CD
         # 'kpc lab up --live-host' put in the drive of its live host)
         media = media_file(spec)
@@ -118,8 +123,10 @@ class QemuBackend:
 
     # --- MachineBackend ----------------------------------------------------------------
     def power_state(self) -> PowerState:
-        with self._lock:
-            return "on" if self._running() else "off"
+        # no lock (see the module notes): reading two attributes is atomic enough, and a
+        # reading taken while a process is being replaced says "on" either way
+        child = self._child
+        return "on" if self._resetting or (child is not None and child.running()) else "off"
 
     def power_on(self) -> None:
         with self._lock:
@@ -169,6 +176,7 @@ class QemuBackend:
             if reason not in REBOOT_REASONS:
                 child.wait(QUIT_TIMEOUT)  # an off (ours or the guest's): reap it, no more
                 return
+            self._resetting = True
             if child.wait(RESET_EXIT_TIMEOUT) is None:
                 # with -action reboot=shutdown it ends by itself; a reset must not leave
                 # the machine hanging between two processes
@@ -179,6 +187,8 @@ class QemuBackend:
             self._start_after_reset(child, reason)
         except Exception:  # a thread's exception would otherwise vanish: say it in the log
             log.exception("%s: following QEMU process %s failed", name, child.pid)
+        finally:
+            self._resetting = False
 
     def _start_after_reset(self, child: netns.Child, reason: str | None) -> None:
         name = self.spec.name

@@ -20,7 +20,7 @@ from typing import Literal
 
 from appliance.config import load_config
 from appliance.drivers import netns, process
-from appliance.errors import KpcError, ToolMissing, UsageError
+from appliance.errors import CommandFailed, KpcError, ToolMissing, UsageError
 from appliance.keys import AuthorizedKey, parse_authorized_keys
 from appliance.lab import live as live_host
 from appliance.lab import network, render
@@ -336,28 +336,35 @@ def bmc_power_state(
     address: str, user: str, password_file: Path, timeout: float = 3.0, protocol: str = "ipmi"
 ) -> str | None:
     """``on``/``off`` as the BMC at ``address`` reports it (over IPMI, or Redfish), None if
-    it does not answer. ipmitool reads the password from the file (``-f``), curl from its
-    config on stdin: never from argv."""
+    it does not answer within ``timeout`` (a busy BMC is no reason to end a wait).
+    ipmitool reads the password from the file (``-f``), curl from its config on stdin:
+    never from argv."""
     if protocol == "redfish":
         try:
             password = password_file.read_text().strip()
         except OSError:
             return None
-        answer = process.run(
-            ["curl", "-sk", "--fail", "--max-time", str(timeout), "-K", "-",
-             f"https://{address}/redfish/v1/Systems/1"],
-            check=False, stdin=f'user = "{user}:{password}"\n', timeout=timeout + 2,
-        )  # fmt: skip
+        try:
+            answer = process.run(
+                ["curl", "-sk", "--fail", "--max-time", str(timeout), "-K", "-",
+                 f"https://{address}/redfish/v1/Systems/1"],
+                check=False, stdin=f'user = "{user}:{password}"\n', timeout=timeout + 2,
+            )  # fmt: skip
+        except CommandFailed:  # curl itself hung past its own limit
+            return None
         state = re.search(r'"PowerState":\s*"(\w+)"', answer.stdout)
         return state.group(1).lower() if answer.returncode == 0 and state else None
-    result = process.run(
-        [
-            *("ipmitool", "-I", "lanplus", "-H", address, "-U", user),
-            *("-f", str(password_file), "-N", "1", "-R", "1", "power", "status"),
-        ],
-        check=False,
-        timeout=timeout,
-    )
+    try:
+        result = process.run(
+            [
+                *("ipmitool", "-I", "lanplus", "-H", address, "-U", user),
+                *("-f", str(password_file), "-N", "1", "-R", "1", "power", "status"),
+            ],
+            check=False,
+            timeout=timeout,
+        )
+    except CommandFailed:  # it timed out: a BMC that does not answer in time
+        return None
     words = result.stdout.strip().split()
     return words[-1] if result.returncode == 0 and words else None
 

@@ -80,3 +80,43 @@ def test_a_monitor_closed_without_shutdown_is_no_reset(tmp_path: Path, ended: ne
     server = _monitor(events_socket(spec), [other])
     assert QemuBackend(spec)._shutdown_reason(ended) is None
     server.join(5)
+
+
+def test_power_state_answers_while_a_start_holds_the_lock(tmp_path: Path) -> None:
+    """A power on or a reset holds the lock while it waits seconds for a new QEMU's monitor;
+    a power query waiting behind it timed out a lab wait in CI."""
+    backend = QemuBackend(_spec(tmp_path))
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with backend._lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert held.wait(5)
+    answers: list[str] = []
+    asker = threading.Thread(target=lambda: answers.append(backend.power_state()), daemon=True)
+    asker.start()
+    asker.join(5)
+    release.set()
+    holder.join(5)
+    assert answers == ["off"]
+
+
+def test_a_machine_between_two_processes_of_a_reset_is_on(
+    tmp_path: Path, ended: netns.Child, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = _spec(tmp_path)
+    backend = QemuBackend(spec)
+    shutdown = {"event": "SHUTDOWN", "data": {"guest": True, "reason": "guest-reset"}}
+    server = _monitor(events_socket(spec), [shutdown])
+    during: list[str] = []
+    monkeypatch.setattr(
+        backend, "_start_after_reset", lambda child, reason: during.append(backend.power_state())
+    )
+    backend._follow(ended)
+    server.join(5)
+    assert during == ["on"]
+    assert backend.power_state() == "off"  # no new process was started here
