@@ -219,8 +219,11 @@ class Sample:
     peak_lab_kib: int = 0
     min_available_kib: int = 1 << 62
     peak_load: float = 0.0
-    # per server: [(t, cpu seconds, rss KiB)]
+    # per server: [(t, cpu seconds, rss KiB)]; the CPU of every QEMU process the server has
+    # had (each reset starts a new one), summed
     series: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)
+    # per server: each of its QEMU processes' CPU seconds at its last sample
+    cpu_by_pid: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
 class Sampler(threading.Thread):
@@ -252,7 +255,9 @@ class Sampler(threading.Thread):
             if name:
                 qemu_total += rss
                 self.got.peak_single_qemu_kib = max(self.got.peak_single_qemu_kib, rss)
-                self.got.series.setdefault(name, []).append((now, cpu, rss))
+                per_pid = self.got.cpu_by_pid.setdefault(name, {})
+                per_pid[pid] = cpu
+                self.got.series.setdefault(name, []).append((now, sum(per_pid.values()), rss))
         g = self.got
         g.peak_qemu_kib = max(g.peak_qemu_kib, qemu_total)
         g.peak_lab_kib = max(g.peak_lab_kib, lab_total)
@@ -285,7 +290,8 @@ class Sampler(threading.Thread):
 
 
 def cpu_at(series: list[tuple[float, float, int]], t: float) -> float | None:
-    """The CPU seconds a QEMU had used by time ``t`` (the last sample at or before it)."""
+    """The CPU seconds a server's QEMUs had used by time ``t`` (the last sample at or
+    before it)."""
     best = None
     for when, cpu, _ in series:
         if when > t:
