@@ -16,9 +16,8 @@ def _cfg() -> configparser.ConfigParser:
 
 
 def test_a_dropped_ssh_session_is_tried_again_not_fatal() -> None:
-    """A busy node dropped one SSH session at keystone's last step of a 100-minute lab
-    deploy ("Data could not be sent to remote host"): ansible called it unreachable and
-    the deploy ended. ssh exit 255 is now retried, and a silent session waits 2 minutes."""
+    """ssh exit 255 ("Data could not be sent to remote host") is retried rather than
+    ending a long deploy, and a silent session waits 2 minutes before it is dropped."""
     ssh = _cfg()["ssh_connection"]
     assert ssh.getint("retries") >= 3
     args = shlex.split(ssh["ssh_args"])
