@@ -5,6 +5,8 @@
   kpc never marks it installed;
 - a config Ignition rejects (a file whose contents do not match its verification hash):
   Ignition's own error on the console, and 'kpc lab status' shows it as the server's line;
+  on the PXE boot (the install config) and on the first boot from disk (the installed
+  system's config, which flatcar-install put in the OEM partition);
 - a server that never checks in: 'kpc lab wait' names it with the end of its serial log.
 
 Each fault is set up the way an operator could meet it, in the lab's bootcfg data
@@ -107,6 +109,26 @@ def _plant_rejected(lab_dir: Path, mac: str) -> None:
     )
 
 
+def _plant_rejected_installed(lab_dir: Path, mac: str) -> None:
+    """The installed system's config for this MAC (what kpc-install fetches with os=installed
+    and flatcar-install writes to the OEM partition) is one Ignition rejects."""
+    data = lab_dir / "bootcfg"
+    _write(data / "ignition" / "rejected.ign", REJECTED)
+    targetnode = json.loads((data / "profiles" / "targetnode.json").read_text())
+    _write(
+        data / "profiles" / "targetnode-rejected.json",
+        {**targetnode, "id": "targetnode-rejected", "ignition_id": "rejected.ign"},
+    )
+    _write(
+        data / "groups" / "fault-rejected-installed.json",
+        {
+            "id": "fault-rejected-installed",
+            "profile": "targetnode-rejected",
+            "selector": {"mac": mac, "os": "installed"},
+        },
+    )
+
+
 def _bootcfg_url(profile: dict[str, object]) -> str:
     boot = profile["boot"]
     assert isinstance(boot, dict)
@@ -181,12 +203,12 @@ def test_unsigned_image_stops_the_install_with_its_reason(lab_dir: Path) -> None
     _never_installed_and_named_by_lab_wait(lab_dir, config, server, "kpc-install: FAILED")
 
 
-def test_config_ignition_rejects_shows_ignitions_own_error(lab_dir: Path) -> None:
-    config, server = _boot_one_server(lab_dir, _plant_rejected)
+def _ignitions_own_error_on_the_console(lab_dir: Path, config: Path, server: Server) -> None:
+    """(b) Ignition's own error lines on the console, not its whole log; the same as the
+    server's line in 'kpc lab status'."""
     _wait_console(lab_dir, server, "Failed to start ignition-", "Ignition to fail")
     # the emergency shell's banner comes after the node OS's emergency hook
     _wait_console(lab_dir, server, "Entering emergency mode", "the emergency shell")
-    # (b) Ignition's own error on the console: its error lines, not its whole log
     text = _console(lab_dir, server["name"])
     assert "kpc: Ignition stopped this boot (failed: ignition-files.service)" in text, text[-3000:]
     assert f'writing file "{FAULT_FILE}": hash verification failed (calculated ' in text
@@ -195,6 +217,28 @@ def test_config_ignition_rejects_shows_ignitions_own_error(lab_dir: Path) -> Non
     why = str(_status_line(lab_dir, config, server)["console"])  # Ignition's, in the status
     assert why.startswith(f"Ignition failed: failed to create files: {FAILED_FILE}"), why
     assert why.endswith(f"but expected {BAD_HASH.split('-', 1)[1]})"), why
+
+
+def test_config_ignition_rejects_shows_ignitions_own_error(lab_dir: Path) -> None:
+    config, server = _boot_one_server(lab_dir, _plant_rejected)
+    _ignitions_own_error_on_the_console(lab_dir, config, server)
     _never_installed_and_named_by_lab_wait(
         lab_dir, config, server, "Ignition failed: failed to create files"
     )
+
+
+def test_installed_config_ignition_rejects_stops_the_first_disk_boot(lab_dir: Path) -> None:
+    config, server = _boot_one_server(lab_dir, _plant_rejected_installed)
+    # the PXE boot installs (its own config is the unchanged install one) and reboots
+    _wait_console(
+        lab_dir, server, "first boot: Ignition runs (live root: no)", "the first boot from disk"
+    )
+    _ignitions_own_error_on_the_console(lab_dir, config, server)
+    text = _console(lab_dir, server["name"])
+    assert "kpc-install: FAILED" not in text
+    node = nodes_by_mac(config)[server["mac"]]  # installed, never checked in
+    assert node["state"] == "installed", node
+    late = kpc(["lab", "wait", "--dir", str(lab_dir), "--timeout", "5"], config)
+    assert late.code == 1, late.output
+    assert "1 of 1 lab servers are not ready" in late.output, late.output
+    assert "its console said: Ignition failed: failed to create files" in late.output
