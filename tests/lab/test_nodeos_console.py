@@ -75,8 +75,15 @@ FETCH_JOURNAL = [
 ]
 
 
-def _run_hook(tmp_path: Path, failed: str, journal: list[tuple[int, str]]) -> str:
+PXE_CMDLINE = f"initrd=flatcar_production_pxe_image.cpio.gz ignition.config.url={URL}"
+DISK_CMDLINE = "BOOT_IMAGE=/flatcar/vmlinuz-a root=LABEL=ROOT flatcar.first_boot=detected"
+
+
+def _run_hook(
+    tmp_path: Path, failed: str, journal: list[tuple[int, str]], cmdline: str = PXE_CMDLINE
+) -> str:
     """Source the hook as dracut-emergency does; its console output."""
+    (tmp_path / "cmdline").write_text(cmdline + "\n")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     # systemctl is-failed --quiet UNIT: true for the failed unit only
@@ -96,7 +103,12 @@ def _run_hook(tmp_path: Path, failed: str, journal: list[tuple[int, str]]) -> st
     for tool in ("systemctl", "journalctl"):
         (bin_dir / tool).chmod(0o755)
     console = tmp_path / "console"
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "KPC_CONSOLE": str(console)}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "KPC_CONSOLE": str(console),
+        "KPC_CMDLINE": str(tmp_path / "cmdline"),
+    }
     subprocess.run(["sh", "-c", f". {HOOK_FILE}"], env=env, check=True)
     return console.read_text()
 
@@ -127,6 +139,18 @@ def test_a_failed_stage_puts_ignitions_errors_on_the_console_without_the_config(
     summary = console_summary(console)
     assert summary == FAILED
     assert is_problem(summary)
+
+
+def test_a_failed_first_boot_from_disk_says_to_install_again(tmp_path: Path) -> None:
+    # the config came from the OEM partition: booting again would apply it again
+    out = _run_hook(tmp_path, "ignition-files.service", FILES_JOURNAL, DISK_CMDLINE)
+    lines = out.splitlines()
+    assert lines[2] == f"CRITICAL : {FAILED}"
+    assert lines[3].startswith("kpc: this config is the installed system's, written to the OEM")
+    assert "booting again repeats it" in lines[3]
+    assert "kpc nodes set-boot <this machine's MAC> install, and PXE-boot it" in lines[3]
+    assert len(lines) == 4
+    assert console_summary(lines) == FAILED
 
 
 def test_no_failed_stage_prints_nothing(tmp_path: Path) -> None:

@@ -236,6 +236,8 @@ def test_installed_config_ignition_rejects_stops_the_first_disk_boot(lab_dir: Pa
     _ignitions_own_error_on_the_console(lab_dir, config, server)
     text = _console(lab_dir, server["name"])
     assert "kpc-install: FAILED" not in text
+    # booting again would repeat the OEM partition's config: the console says to reinstall
+    assert "booting again repeats it" in text and "set-boot <this machine's MAC> install" in text
     node = nodes_by_mac(config)[server["mac"]]  # installed, never checked in
     assert node["state"] == "installed", node
     late = kpc(["lab", "wait", "--dir", str(lab_dir), "--timeout", "5"], config)

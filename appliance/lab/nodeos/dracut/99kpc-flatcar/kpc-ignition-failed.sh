@@ -27,7 +27,13 @@ kpc_ignition_errors() {
     else
         echo "(Ignition logged no error line)"
     fi
-    echo "kpc: fix the config this machine was served (ignition-validate checks its form) or its config server, then boot it again"
+    # a boot from disk (root= given, as kpc-generator decides) read the config flatcar-install
+    # wrote to the OEM partition: booting again applies the same config
+    if grep -Eq '(^| )root=' "${KPC_CMDLINE:-/proc/cmdline}"; then
+        echo "kpc: this config is the installed system's, written to the OEM partition by its install: booting again repeats it. Fix that config on the deploy host (ignition-validate checks its form), then install again: kpc nodes set-boot <this machine's MAC> install, and PXE-boot it"
+    else
+        echo "kpc: fix the config this machine was served (ignition-validate checks its form) or its config server, then boot it again"
+    fi
 }
 
 kpc_ignition_errors > "${KPC_CONSOLE:-/dev/console}" 2>&1
