@@ -108,7 +108,11 @@ class QemuBackend:
         return first
 
     def _qmp(self) -> Qmp:
-        return Qmp.connect(self.spec.qmp_socket, timeout=5.0, retry_for=QMP_CONNECT_TIMEOUT)
+        # no retrying once the process has ended: a guest that powered itself off takes
+        # its monitor with it, and a caller (a Redfish or IPMI client) must not wait for it
+        return Qmp.connect(
+            self.spec.qmp_socket, timeout=5.0, retry_for=QMP_CONNECT_TIMEOUT, alive=self._running
+        )
 
     def _set_bootindex(self, qmp: Qmp, device: str, first: bool) -> None:
         path, index = FIRST_DEVICES[device]
@@ -281,7 +285,9 @@ class QemuBackend:
                         for each in FIRST_DEVICES:
                             self._set_bootindex(qmp, each, each == device)
                 except QmpError as exc:
-                    raise BmcError(f"{self.spec.name}: {exc.message}") from None
+                    if self._running():
+                        raise BmcError(f"{self.spec.name}: {exc.message}") from None
+                    # it powered off meanwhile: the next power on starts with this order
 
     def insert_media(self, url: str) -> None:
         """Fetch the ISO at ``url`` and put it in the CD drive (see the module notes)."""
@@ -301,8 +307,10 @@ class QemuBackend:
                             "blockdev-change-medium", id=CD_ID, filename=str(target), format="raw"
                         )
                 except QmpError as exc:
-                    self._media = None
-                    raise BmcError(f"{self.spec.name}: cannot insert: {exc.message}") from None
+                    if self._running():
+                        self._media = None
+                        raise BmcError(f"{self.spec.name}: cannot insert: {exc.message}") from None
+                    # it powered off meanwhile: the CD is in the drive at its next power on
             log.info("%s: virtual media: %s in the CD drive", self.spec.name, target.name)
 
     def eject_media(self) -> None:
@@ -312,7 +320,9 @@ class QemuBackend:
                     with self._qmp() as qmp:
                         qmp.execute("eject", id=CD_ID, force=True)
                 except QmpError as exc:
-                    raise BmcError(f"{self.spec.name}: cannot eject: {exc.message}") from None
+                    if self._running():
+                        raise BmcError(f"{self.spec.name}: cannot eject: {exc.message}") from None
+                    # it powered off meanwhile: its drive went with the process
             self._media = None
             media_file(self.spec).unlink(missing_ok=True)
             log.info("%s: virtual media ejected", self.spec.name)

@@ -52,14 +52,22 @@ class Qmp:
             raise
 
     @classmethod
-    def connect(cls, path: Path, timeout: float = 5.0, retry_for: float = 0.0) -> Qmp:
-        """Connect, retrying for ``retry_for`` seconds while the socket is not there yet."""
+    def connect(
+        cls,
+        path: Path,
+        timeout: float = 5.0,
+        retry_for: float = 0.0,
+        alive: Callable[[], bool] | None = None,
+    ) -> Qmp:
+        """Connect, retrying for ``retry_for`` seconds while the socket is not there yet, and
+        only while ``alive()`` says QEMU still runs (a monitor that went away with its
+        process never comes back)."""
         deadline = time.monotonic() + retry_for
         while True:
             try:
                 return cls(path, timeout)
             except QmpError:
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or (alive is not None and not alive()):
                     raise
                 time.sleep(0.05)
 

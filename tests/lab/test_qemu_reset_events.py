@@ -3,7 +3,11 @@
 
 The order that matters: QEMU sends SHUTDOWN and ends at once. A BMC that stopped reading
 when it saw the process gone took a reset for an off, and the server never came back (a
-UEFI lab server after its install reboot, in CI)."""
+UEFI lab server after its install reboot, in CI).
+
+And what the BMC does when QEMU ends under it: a guest that powered itself off takes its
+monitor along, so the BMC stops waiting for that monitor at once (an eject in CI timed out
+the client while the BMC retried for 10 s)."""
 
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ import pytest
 
 from appliance.bmc.qemu_backend import QemuBackend
 from appliance.drivers import netns
-from appliance.lab.vmspec import VmSpec, events_socket
+from appliance.drivers.qmp import Qmp, QmpError
+from appliance.lab.vmspec import VmSpec, events_socket, media_file
 
 
 def _spec(tmp_path: Path) -> VmSpec:
@@ -120,3 +125,31 @@ def test_a_machine_between_two_processes_of_a_reset_is_on(
     server.join(5)
     assert during == ["on"]
     assert backend.power_state() == "off"  # no new process was started here
+
+
+def test_a_monitor_connect_stops_retrying_once_qemu_has_ended(tmp_path: Path) -> None:
+    asked: list[bool] = []
+
+    def alive() -> bool:
+        asked.append(False)
+        return False
+
+    with pytest.raises(QmpError):
+        Qmp.connect(tmp_path / "gone.sock", timeout=1.0, retry_for=600.0, alive=alive)
+    assert asked == [False]  # one attempt, then it gave up: no waiting out retry_for
+
+
+def test_eject_while_the_guest_powers_itself_off_is_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the race CI met: the server was running when eject looked, and its guest powered off
+    # (QEMU ended, its monitor gone) before the BMC reached the monitor
+    spec = _spec(tmp_path)
+    backend = QemuBackend(spec)
+    media = media_file(spec)
+    media.write_bytes(b"iso")
+    backend._media = media
+    answers = iter([True])  # running at the first look, then off for good
+    monkeypatch.setattr(backend, "_running", lambda: next(answers, False))
+    backend.eject_media()
+    assert backend._media is None and not media.exists()
