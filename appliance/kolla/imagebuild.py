@@ -282,7 +282,10 @@ def build(
     # beside the build directories (by requirement, and by what they were resolved from),
     # so a new base or mirror does not download or resolve them again.
     shared = workdir.parent
-    wanted = [*sets.minimal, *chosen] if needs_python(chosen) else []
+    # One resolution for every image of the release's core set, whatever this run builds:
+    # the constraints go into openstack-base, which every OpenStack image is built on, so a
+    # minimal build and a later core build share it.
+    wanted = [*sets.minimal, *sets.core] if needs_python(chosen) else []
     sections = source_sections(sets, wanted)
     for section, requirement in sections.items():
         kept = shared / "sdists" / f"{requirement}.tar.gz"
@@ -303,7 +306,10 @@ def build(
             kept.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(workdir / "src" / f"{section}.tar.gz", kept)
     constraints = workdir / "src" / "requirements" / "upper-constraints.txt"
-    key = recipe.constraints_key(kolla, sections, inputs_files(workdir), pip_index(config))
+    constrained = list(dict.fromkeys(wanted))
+    key = recipe.constraints_key(
+        kolla, sections, constrained, inputs_files(workdir), pip_index(config)
+    )
     kept_constraints = shared / "constraints" / f"{key}.txt"
     if kept_constraints.exists() and not constraints.exists():
         shutil.copyfile(kept_constraints, constraints)
@@ -312,7 +318,7 @@ def build(
         sdists = " ".join(recipe.source_file(s) for s in sections)
         script = (
             f"python3 {recipe.RECIPE}/kpc_constraints.py {recipe.CONSTRAINTS}.part {sdists} "
-            f"&& mv {recipe.CONSTRAINTS}.part {recipe.CONSTRAINTS}"
+            f"--images {','.join(constrained)} && mv {recipe.CONSTRAINTS}.part {recipe.CONSTRAINTS}"
         )
         run("resolving the upper constraints", ["sh", "-ec", script], progress.line)
         kept_constraints.parent.mkdir(parents=True, exist_ok=True)
@@ -328,6 +334,7 @@ def build(
         threads=threads or config.kolla.build_threads,
         pip_index=pip_index(config),
         sources=list(sections),
+        plugins_off=sets.plugins_off,
     ).replace(f"logs_dir = {recipe.LOGS}", f"logs_dir = {recipe.LOGS}/{stamp}")
     if no_cache:  # every image again, every step: kolla's --nocache, no skipping
         conf = conf.replace("skip_existing = true", "skip_existing = false\ncache = false")
@@ -338,7 +345,10 @@ def build(
     summary_file.unlink(missing_ok=True)
     progress.phase(f"kolla-build (logs: {logs})")
 
+    build_log = (logs / KOLLA_BUILD_LOG).open("w", encoding="utf-8")
+
     def on_line(line: str) -> None:
+        build_log.write(line + "\n")
         found = buildout.event(line)
         if found is not None and found.kind != "output":
             progress.event(found)
@@ -350,6 +360,8 @@ def build(
         run("kolla-build", [*argv, recipe.regex(chosen)], on_line)
     except KpcError as exc:
         call_failed = exc
+    finally:
+        build_log.close()
     if not summary_file.exists():
         raise call_failed or KpcError("kolla-build wrote no summary", hint=f"see {logs}")
     result = buildout.summary(summary_file.read_text(encoding="utf-8"))
@@ -416,12 +428,34 @@ def _why(name: str, result: buildout.Summary, logs: Path) -> str:
     status = result.failed.get(name, "not built")
     if status == "error" and (logs / f"{name}.log").exists():
         return _failed_at(logs / f"{name}.log")
-    parents = [n for n, s in result.failed.items() if s == "error" and n != name]
-    causes = [
-        f"{p} {_failed_at(logs / f'{p}.log')}" if (logs / f"{p}.log").exists() else p
-        for p in parents
-    ]
+    if status == "building":
+        return _stopped(logs)
+    failed = [n for n, s in result.failed.items() if s in ("error", "building") and n != name]
+    # kolla names an image's parents <service>-base, openstack-base and base
+    parents = [p for p in failed if p in _ANCESTORS or name.startswith(p.removesuffix("base"))]
+    causes = [f"{p} {_parent_failure(p, result, logs)}" for p in parents or failed]
     return f"not built: a parent image failed ({'; '.join(causes) or 'see ' + str(logs)})"
+
+
+_ANCESTORS = ("base", "openstack-base")
+KOLLA_BUILD_LOG = "kolla-build.log"  # kolla-build's own output, beside the images' logs
+
+
+def _parent_failure(parent: str, result: buildout.Summary, logs: Path) -> str:
+    if result.failed.get(parent) == "building":
+        return _stopped(logs)
+    log = logs / f"{parent}.log"
+    return _failed_at(log) if log.exists() else "failed"
+
+
+def _stopped(logs: Path) -> str:
+    """An image kolla-build started but never finished: its own log ends at the start, and
+    kolla-build's log holds why (e.g. a plugin source it could not download)."""
+    log = logs / KOLLA_BUILD_LOG
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.exists() else []
+    errors = [x.strip() for x in lines if "Error" in x or "error" in x]
+    last = f": {errors[-1][:300]}" if errors else ""
+    return f"kolla-build stopped while building it, outside the image's log{last}; log: {log}"
 
 
 def _failed_at(log: Path) -> str:

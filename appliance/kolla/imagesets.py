@@ -43,6 +43,9 @@ class ImageSets:
     unbuildable: dict[str, Unbuildable]
     # globals.yml for the minimal set: keystone alone, on MariaDB, memcached and HAProxy
     minimal_globals: dict[str, str]
+    # kolla's optional plugin sources of these images: tarballs on opendev.org, which an
+    # offline site cannot reach; kpc turns them off (the images are built without them)
+    plugins_off: tuple[str, ...] = ()
 
     def of(self, name: str) -> tuple[str, ...]:
         return self.minimal if name == "minimal" else self.core
@@ -127,6 +130,16 @@ IMAGE_SETS: dict[str, ImageSets] = {
             "enable_keystone": "yes",
             "enable_rabbitmq": "no",
         },
+        plugins_off=(
+            "nova-base-plugin-blazar",
+            "neutron-base-plugin-neutron-fwaas",
+            "neutron-base-plugin-networking-baremetal",
+            "neutron-base-plugin-networking-generic-switch",
+            "neutron-base-plugin-networking-sfc",
+            "neutron-base-plugin-tap-as-a-service",
+            "neutron-base-plugin-vpnaas-agent",
+            "neutron-server-plugin-neutron-dynamic-routing",
+        ),
     )
 }
 

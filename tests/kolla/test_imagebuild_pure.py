@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,6 +95,14 @@ def test_kolla_build_conf_keeps_everything_local() -> None:
         assert expected in lines
     assert not any(word in conf for word in ("opendev", "github", "http://", "quay"))
     assert conf.count("type = local") == 4
+    assert "enabled = false" not in conf
+    with_core = recipe.build_conf(
+        R, base_image="b", base_tag="t", image_namespace="n", threads=1, pip_index="i",
+        sources=["nova-base"], plugins_off=SETS.plugins_off,
+    )  # fmt: skip
+    sections = with_core.split("\n\n")
+    assert "[nova-base-plugin-blazar]\nenabled = false" in sections
+    assert "[neutron-base-plugin-networking-sfc]\nenabled = false" in sections
     assert recipe.regex(["keystone-api", "cron"]) == r"^(keystone\-api|cron)$"
 
 
@@ -207,3 +216,76 @@ def test_post_deploy_credentials_are_made_private(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in found)
     assert (tmp_path / "globals.yml").stat().st_mode & 0o777 == 0o644
+
+
+def _constraints_module() -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "kpc_constraints", REPO / "kolla" / "build" / "kpc_constraints.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_constraints_cover_what_the_service_images_add_to_their_sdists(tmp_path: Path) -> None:
+    # glance-base pip-installs glance_store[...,s3] beside glance: resolved without it, the
+    # constraints pinned a python-dateutil no boto3 accepts and the image could not build
+    mod: Any = _constraints_module()
+    docker_dir = tmp_path / "docker"
+    templates = {
+        "glance/glance-base": "{% set glance_base_pip_packages = [\n    '/glance',\n"
+        "    'glance_store[cinder,vmware,swift,s3]'\n] %}\n",
+        "keystone/keystone-base": "{% set keystone_base_pip_packages = [\n"
+        "    '/keystone[ldap]',\n] %}\n",
+        "keystone/keystone-api": "{% set keystone_pip_packages = [\n    'requests-kerberos',\n"
+        "] %}\n{% set keystone_plugins_pip_packages = [\n    '/plugins/*',\n] %}\n",
+        "neutron/neutron-base": "{% set neutron_base_pip_packages = [\n    '/neutron',\n"
+        "    'oslo-vmware',\n] %}\n",
+        "neutron/neutron-mlnx-agent": "{% set x_pip_packages = [\n    'networking-mlnx',\n] %}",
+    }
+    for name, text in templates.items():
+        (docker_dir / name).mkdir(parents=True)
+        (docker_dir / name / "Dockerfile.j2").write_text(text, encoding="utf-8")
+    sdists = ["/s/glance-base.tar.gz", "/s/keystone-base.tar.gz", "/s/neutron-base.tar.gz"]
+    images = ["keystone-api", "glance-api", "neutron-server"]
+    found = mod.service_requirements(docker_dir, sdists, images)
+    assert found == [
+        "glance_store[cinder,vmware,swift,s3]",
+        "requests-kerberos",
+        "/s/keystone-base.tar.gz[ldap]",  # the sdist itself, with the extra
+        "oslo-vmware",
+    ]  # networking-mlnx: its image is not built; /plugins/*: not on PyPI
+
+
+def test_a_failure_names_the_images_own_parent_and_a_build_kolla_abandoned(tmp_path: Path) -> None:
+    from appliance.kolla.imagebuild import KOLLA_BUILD_LOG, _why
+
+    logs = tmp_path
+    (logs / "glance-base.log").write_text(
+        "INFO:kolla.common.utils.glance-base:Step 5/18 : RUN pip install glance_store\n"
+        "ERROR:kolla.common.utils.glance-base:ERROR: ResolutionImpossible\n",
+        encoding="utf-8",
+    )
+    (logs / "nova-base.log").write_text("INFO:...:Building started at 20:51\n", encoding="utf-8")
+    (logs / KOLLA_BUILD_LOG).write_text(
+        "ERROR:kolla.image.build:Unhandled error when running BuildTask(nova-base)\n"
+        "requests.exceptions.ConnectionError: tarballs.opendev.org: Name or service not known\n",
+        encoding="utf-8",
+    )
+    result = buildout.Summary(
+        built=("heat-api",),
+        failed={"glance-base": "error", "nova-base": "building", "nova-api": "matched",
+                "glance-api": "matched"},
+        skipped=(), unbuildable=(),
+    )  # fmt: skip
+    nova = _why("nova-api", result, logs)
+    assert nova.startswith("not built: a parent image failed (nova-base kolla-build stopped")
+    assert "glance" not in nova  # not nova-api's parent
+    assert "ConnectionError: tarballs.opendev.org" in nova
+    glance = _why("glance-api", result, logs)
+    assert "(glance-base failed at step 'RUN pip install glance_store'" in glance
+    assert "nova" not in glance
+    assert "stopped while building it" in _why("nova-base", result, logs)
