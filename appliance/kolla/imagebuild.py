@@ -403,6 +403,12 @@ def _finish(
         pushed = push_images(config, docker, ready, progress)
         images = tuple(dataclasses.replace(i, pushed=pushed.get(i.name)) for i in images)
     unbuildable = {n: u.why for n, u in sets.unbuildable.items()}
+    for plugin in sets.plugins_off:  # e.g. nova-base-plugin-blazar: only when nova is built
+        service = plugin.split("-", 1)[0]
+        if any(i.name.startswith(f"{service}-") for i in images):
+            unbuildable[plugin] = (
+                "kolla's optional plugin, a tarball on opendev.org: built without it"
+            )
     report = BuildReport(
         digest, namespace, image_tag(config), workdir, images, unbuildable,
         time.monotonic() - began,

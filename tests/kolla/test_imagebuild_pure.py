@@ -289,3 +289,22 @@ def test_a_failure_names_the_images_own_parent_and_a_build_kolla_abandoned(tmp_p
     assert "(glance-base failed at step 'RUN pip install glance_store'" in glance
     assert "nova" not in glance
     assert "stopped while building it" in _why("nova-base", result, logs)
+
+
+def test_the_report_lists_the_plugins_built_without_only_for_their_service() -> None:
+    from appliance.kolla.imagebuild import ImageResult, _finish
+
+    def report(*names: str) -> dict[str, str]:
+        images = tuple(ImageResult(n, "built", 1.0, None) for n in names)
+        done = _finish(
+            site(), None, SETS, "ab" * 32, "kpc-kolla-abab", Path("/nonexistent"), images,  # type: ignore[arg-type]
+            {}, False, None, 0.0,  # type: ignore[arg-type]
+        )  # fmt: skip
+        return done.unbuildable
+
+    assert "proxysql" in report("cron")
+    assert not any("plugin" in name for name in report("cron", "keystone-api"))
+    nova = report("nova-api")
+    assert nova["nova-base-plugin-blazar"].startswith("kolla's optional plugin")
+    assert "neutron-base-plugin-networking-sfc" not in nova
+    assert "neutron-server-plugin-neutron-dynamic-routing" in report("neutron-server")
