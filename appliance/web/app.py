@@ -77,8 +77,8 @@ class Site:
 
 
 SITE = web.AppKey("site", Site)
-USER = "kpc.user"
-SESSION = "kpc.session"
+USER = web.RequestKey("kpc.user", str)
+SESSION = web.RequestKey("kpc.session", str)
 
 
 def _static_url() -> Callable[[str], str]:
